@@ -1,0 +1,38 @@
+# Two entry points for a newcomer (see README): `make demo` and `make test`.
+# Both create .venv from the project's own files if it is missing or out of date.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: setup demo test test-all lint lock clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/s3jedi demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -m "slow or not slow"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+lock:
+	rm -rf /tmp/s3jedi-lock && $(PYTHON) -m venv /tmp/s3jedi-lock
+	/tmp/s3jedi-lock/bin/pip install --quiet -e '.[dev]'
+	{ sed -n '1,2p' constraints.txt; /tmp/s3jedi-lock/bin/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,81 @@
+"""The ``s3jedi`` command line. Every sub-command has ``--help``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cluster import zoo_cli
+from cluster.options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
+from core.config import to_yaml
+from core.paths import REPO_ROOT
+
+app = typer.Typer(
+    help="s3jedi: build same-subject image sets (S3), train JeDi, serve personalized text-to-image.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(zoo_cli.app, name="zoo")
+config_app = typer.Typer(help="Inspect configuration profiles.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+DEFAULT_REFERENCES = REPO_ROOT.parent / "shared" / "dreambooth" / "images" / "dog"
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = "tiny", set_: SetOpt = None) -> None:
+    """Print the resolved config (profile + overrides, validated) as YAML."""
+    typer.echo(to_yaml(config_from(config, set_)), nl=False)
+
+
+@app.command()
+def doctor(
+    config: ConfigOpt = "tiny",
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Versions of torch/CUDA/Ray/diffusers, GPUs seen, which models are present, the Ray address."""
+    from cluster.doctor import report
+
+    rep = report(config_from(config, set_))
+    if as_json:
+        typer.echo(json.dumps(rep, indent=1))
+        return
+    for section, rows in rep.items():
+        table = Table(title=section, show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        for k, v in rows.items():
+            table.add_row(k, v)
+        Console().print(table)
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = "tiny",
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("outputs/demo"),
+    references: Annotated[Path, typer.Option(help="folder of reference photos of one subject")] = DEFAULT_REFERENCES,
+) -> None:
+    """Run the main job end to end on the tiny default (see README for what it does today)."""
+    from cluster.demo import run_demo
+
+    cfg = config_from(config, set_)
+    try:
+        summary = run_demo(cfg, out, references)
+    except USER_ERRORS as exc:
+        raise fail(str(exc)) from None
+    Console().print_json(json.dumps(summary))
+    Console().print(f"[green]demo finished[/green]: outputs in {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per library; each defines ``FAMILIES: list[core.zoo.registry.Family]``."""

@@ -1,0 +1,75 @@
+"""Loading raw weight files without executing anything they contain.
+
+Pickle (``.pt``/``.pth``/``.bin``) can run arbitrary code while loading. The zoo therefore reads
+safetensors whenever they exist and otherwise goes through ``torch.load(weights_only=True)``, which
+only reconstructs tensors and plain containers and raises on anything else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from core.zoo.errors import UnsafeWeightsError
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``path`` (safetensors, or a pickle restricted to tensors).
+
+    Checkpoints that wrap the state dict (``{"model": {...}}``, as Grounding DINO's do) are unwrapped.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UnsafeWeightsError(
+            f"{path}: refused to load; it is not a plain tensor checkpoint "
+            f"(torch.load(weights_only=True) said: {str(exc).splitlines()[0]}). "
+            "Convert it to safetensors on a trusted machine."
+        ) from exc
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UnsafeWeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict`` that names what is missing or unexpected instead of silently ignoring it
+    (groundingdino-py's own loader uses ``strict=False``, which would hide a wrong checkpoint)."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{what}: checkpoint does not match the architecture: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+
+
+def refuse_pickle_only_dir(source: str, family: str) -> None:
+    """Name the real problem when a local checkpoint exists only as a pickle.
+
+    ``use_safetensors=True`` makes transformers refuse it anyway, but with "no file named
+    model.safetensors", which reads like a missing download rather than a refused unsafe format.
+    """
+    path = Path(source)
+    if not path.is_dir() or any(path.rglob("*.safetensors")):
+        return
+    pickles = sorted(str(p.relative_to(path)) for ext in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in path.rglob(ext))
+    if pickles:
+        raise UnsafeWeightsError(
+            f"models.{family}: {source} holds only pickled weights ({', '.join(pickles)}), which could run "
+            "code when loaded; convert them to safetensors on a trusted machine "
+            "(model.save_pretrained(dir, safe_serialization=True))"
+        )

@@ -1,0 +1,81 @@
+"""The ``s3jedi`` command line as a user runs it: help everywhere, one-line errors, working commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cluster.cli import app
+from tests.conftest import REPO
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args", [[], ["zoo"], ["config"], ["zoo", "build"], ["doctor"], ["demo"]])
+def test_help_everywhere(args):
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_bad_override_is_one_line_and_exit_code_2():
+    result = runner.invoke(app, ["config", "show", "--set", "ray.num_cpus=zero"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error:") and "ray.num_cpus" in lines[0]
+
+
+def test_config_show_prints_the_resolved_yaml():
+    result = runner.invoke(app, ["config", "show", "-c", "sd14", "--set", "seed=5"])
+    assert result.exit_code == 0
+    assert "seed: 5" in result.output and "CompVis/stable-diffusion-v1-4" in result.output
+
+
+def test_zoo_build_and_list(tmp_path, monkeypatch):
+    monkeypatch.setenv("S3JEDI_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    result = runner.invoke(app, ["zoo", "build", "--family", "llm"])
+    assert result.exit_code == 0, result.output
+    assert "llm" in result.output and "built" in result.output
+    again = runner.invoke(app, ["zoo", "build", "--family", "llm"])
+    assert "up to date" in again.output
+    listing = runner.invoke(app, ["zoo", "list"])
+    assert listing.exit_code == 0
+    assert "Qwen/Qwen2.5-1.5B-Instruct" in listing.output
+    bad = runner.invoke(app, ["zoo", "build", "--family", "nope"])
+    assert bad.exit_code == 2 and "unknown model family 'nope'" in bad.output
+
+
+def test_doctor_reports_versions_and_missing_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("S3JEDI_HOME", str(tmp_path / "empty"))
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["versions"]["torch"].startswith("2.14")
+    assert "cuda available" in report["accelerators"]
+    assert "run `s3jedi zoo build --profile tiny`" in report["models (tiny)"]["sd"]
+
+
+def test_demo_runs_end_to_end_through_the_console_script(zoo_home, tmp_path):
+    env = {**os.environ, "S3JEDI_HOME": str(zoo_home)}
+    exe = os.path.join(os.path.dirname(sys.executable), "s3jedi")
+    proc = subprocess.run(
+        [exe, "demo", "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "demo-summary.json").read_text())
+    assert set(summary["steps"]) >= {"zoo build", "text-to-image", "personalize (untrained tiny JeDi)"}
+    assert (tmp_path / "personalized.png").is_file() and (tmp_path / "s3jedi-config.yaml").is_file()
+
+
+def test_demo_with_missing_references_fails_clearly(zoo_home, tmp_path):
+    empty = tmp_path / "no-photos"
+    empty.mkdir()
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "out"), "--references", str(empty)])
+    assert result.exit_code == 2
+    assert "--references: no .jpg/.png images" in result.output
