@@ -6,11 +6,10 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup demo test test-all lint lock clean
+.PHONY: setup demo test test-all lint lock clean chromium
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
@@ -19,10 +18,15 @@ setup: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/s3jedi demo
 
-test: $(VENV)/.installed
+# Browser tests (the demo page, the evaluation report) drive Debian's headless Chromium.
+chromium:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser tests"; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
+
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest
 
-test-all: $(VENV)/.installed
+test-all: $(VENV)/.installed chromium
 	$(PY) -m pytest -m "slow or not slow"
 
 lint: $(VENV)/.installed

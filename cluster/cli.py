@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster import zoo_cli
-from cluster.options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
+from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
 from core.config import to_yaml
 from core.paths import REPO_ROOT
 

@@ -1,4 +1,8 @@
-"""Options shared by every ``s3jedi`` command that reads a config, and the one error path."""
+"""Options shared by every command that reads a config, and the one error path.
+
+They live in ``core`` because each app's own entry point (``python -m datagen ...``, what
+``ray job submit`` runs) uses them as well as the ``s3jedi`` CLI in ``cluster``.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,57 @@
+"""Cutting a named subject out of an image: Grounding DINO finds it, SAM outlines it.
+
+The S3 builder uses it per instance (each box of a collage is one candidate instance) and the masked
+scorers use the union (the subject's foreground in a generated image). One implementation, so the
+dataset and the metrics agree on what "the subject" is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Instance:
+    box_xyxy: tuple[float, float, float, float]
+    """In pixels of the image."""
+    score: float
+    """Detector confidence."""
+    phrase: str
+    mask: np.ndarray
+    """bool (H, W), True on the subject."""
+    mask_score: float
+    """SAM's predicted IoU of the mask."""
+
+
+def find_instances(
+    detector, segmenter, image: Image.Image, caption: str, box_threshold: float, text_threshold: float
+) -> list[Instance]:
+    """Every detection of ``caption`` in ``image`` with its SAM mask, best detection first."""
+    image = image.convert("RGB")
+    detections = detector.detect(image, caption, box_threshold=box_threshold, text_threshold=text_threshold)
+    if not detections:
+        return []
+    boxes = np.array([d.box_xyxy for d in detections], dtype=np.float32)
+    masks, scores = segmenter.segment(image, boxes)
+    return [
+        Instance(d.box_xyxy, d.score, d.phrase, masks[i], float(scores[i])) for i, d in enumerate(detections)
+    ]
+
+
+def subject_mask(
+    detector,
+    segmenter,
+    image: Image.Image,
+    caption: str,
+    box_threshold: float,
+    text_threshold: float,
+    max_instances: int = 1,
+) -> np.ndarray | None:
+    """Union of the masks of the ``max_instances`` best detections; None when nothing is detected."""
+    instances = find_instances(detector, segmenter, image, caption, box_threshold, text_threshold)[:max_instances]
+    if not instances:
+        return None
+    return np.logical_or.reduce([inst.mask for inst in instances])
