@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.cli_options import ConfigOpt, SetOpt, config_from, fail
 from core import zoo
+from core.cli_options import ConfigOpt, SetOpt, config_from, fail
 from core.paths import s3jedi_home, zoo_dir
 from core.zoo.build import is_built
 

@@ -36,9 +36,7 @@ def find_instances(
         return []
     boxes = np.array([d.box_xyxy for d in detections], dtype=np.float32)
     masks, scores = segmenter.segment(image, boxes)
-    return [
-        Instance(d.box_xyxy, d.score, d.phrase, masks[i], float(scores[i])) for i, d in enumerate(detections)
-    ]
+    return [Instance(d.box_xyxy, d.score, d.phrase, masks[i], float(scores[i])) for i, d in enumerate(detections)]
 
 
 def subject_mask(

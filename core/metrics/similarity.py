@@ -29,7 +29,9 @@ def mean_pairwise(similarity: torch.Tensor) -> float:
     return float(off / (n * (n - 1)))
 
 
-def foreground(image: Image.Image, mask: np.ndarray | Image.Image, fill: tuple[int, int, int] = FOREGROUND_FILL) -> Image.Image:
+def foreground(
+    image: Image.Image, mask: np.ndarray | Image.Image, fill: tuple[int, int, int] = FOREGROUND_FILL
+) -> Image.Image:
     """The image with everything outside ``mask`` (True/nonzero = subject) set to ``fill``."""
     rgb = np.asarray(image.convert("RGB"))
     m = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask)
