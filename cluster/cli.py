@@ -10,10 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cluster import zoo_cli
+from cluster import manifests, submit, toyworld_cli, zoo_cli
 from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
 from core.config import to_yaml
 from core.paths import REPO_ROOT
+from datagen import cli as datagen_cli
+from evaluation import cli as evaluation_cli
+from serving import cli as serving_cli
+from training import cli as training_cli
+from training.finetune import cli as finetune_cli
 
 app = typer.Typer(
     help="s3jedi: build same-subject image sets (S3), train JeDi, serve personalized text-to-image.",
@@ -21,6 +26,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(zoo_cli.app, name="zoo")
+app.add_typer(datagen_cli.app, name="datagen")
+app.add_typer(evaluation_cli.app, name="eval")
+app.add_typer(training_cli.app, name="train")
+app.add_typer(finetune_cli.app, name="finetune")
+app.add_typer(serving_cli.app, name="serve")
+app.add_typer(submit.app, name="submit")
+app.add_typer(manifests.app, name="manifests")
+app.add_typer(toyworld_cli.app, name="toyworld")
 config_app = typer.Typer(help="Inspect configuration profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 DEFAULT_REFERENCES = REPO_ROOT.parent / "shared" / "dreambooth" / "images" / "dog"
@@ -60,14 +73,15 @@ def demo(
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("outputs/demo"),
     references: Annotated[Path, typer.Option(help="folder of reference photos of one subject")] = DEFAULT_REFERENCES,
+    train_steps: Annotated[int, typer.Option(min=1, help="JeDi training steps")] = 10,
 ) -> None:
     """Run the main job end to end on the tiny default (see README for what it does today)."""
     from cluster.demo import run_demo
 
     cfg = config_from(config, set_)
     try:
-        summary = run_demo(cfg, out, references)
-    except USER_ERRORS as exc:
+        summary = run_demo(cfg, out, references, train_steps)
+    except (*USER_ERRORS, RuntimeError) as exc:
         raise fail(str(exc)) from None
     Console().print_json(json.dumps(summary))
     Console().print(f"[green]demo finished[/green]: outputs in {out}")

@@ -1,15 +1,25 @@
-"""``s3jedi demo``: the main job on the tiny embedded default, end to end.
+"""``s3jedi demo``: the main job on the tiny embedded default, the whole system end to end.
 
-Today the end-to-end path is: build the tiny zoo, run the text-to-image base once, and run
-finetuning-free personalization (``JeDiPipeline``) on real DreamBooth photos with the *untrained*
-tiny JeDi model. Later jobs (S3 dataset build, JeDi training) are inserted here as they land, so the
-demo always shows the whole system.
+1. build the tiny model zoo;
+2. build a small S3 dataset (LLM subjects → collages → instances → consistency → backgrounds → styles);
+3. train JeDi briefly on it with Ray Train and export the pipeline;
+4. personalize real DreamBooth photos with the trained JeDi;
+5. fine-tune the same subject with Textual Inversion (a Ray Train run), publish it to a subject
+   store and draw with it;
+6. score the JeDi model on the DreamBooth protocol (1 subject × 2 prompts × 2 samples), HTML report;
+7. start the Ray Serve app and personalize the same photos over HTTP.
+
+Every step is the code a user runs on its own (``s3jedi datagen``, ``s3jedi train jedi``, ``s3jedi
+eval``, ``s3jedi serve``); the demo only chooses small sizes. The tiny models are random, so images
+are noise: the demo proves the plumbing, not quality.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from core import zoo
@@ -17,69 +27,136 @@ from core.config import S3JediConfig, config_hash, save_config
 from core.logs import get_logger
 
 log = get_logger("demo")
+PROMPTS = ["a photo of the subject on the beach", "a photo of the subject in the snow"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+EVAL_SUBJECT = "dog"  # a DreamBooth benchmark subject with photos in ../shared
 
 
-def generate_sample(cfg: S3JediConfig, out_dir: Path) -> Path:
-    import torch
-
-    pipe = zoo.load("sd", cfg.models.sd, home=cfg.home)
-    pipe.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    image = pipe("a photo of a teapot", num_inference_steps=4, height=64, width=64, generator=generator).images[0]
-    path = out_dir / "text_to_image.png"
-    image.save(path)
-    return path
+def _photos(references: Path) -> list[Path]:
+    photos = (
+        sorted(p for p in references.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:3] if references.is_dir() else []
+    )
+    if not photos:
+        raise FileNotFoundError(f"--references: no .jpg/.png images in {references}")
+    return photos
 
 
-def personalize(cfg: S3JediConfig, references: Path, out_dir: Path) -> Path:
+def build_dataset(cfg: S3JediConfig, out_dir: Path) -> dict:
+    from datagen.pipeline import build
+
+    result = build(cfg, str(out_dir / "s3"))
+    if not result.summary["sets"]:
+        raise RuntimeError(f"the S3 build accepted no sets; see its rejects in {result.root}")
+    return {"out": result.root, **{k: result.summary[k] for k in ("sets", "images", "acceptance_rate")}}
+
+
+def train(cfg: S3JediConfig, out_dir: Path, dataset: str, steps: int) -> dict:
+    from core.config.training import DataSource
+    from training.jedi.trainer import fit
+
+    train_cfg = cfg.model_copy(deep=True)
+    t = train_cfg.train.jedi
+    t.data.sources = [DataSource(kind="s3", path=dataset)]
+    t.steps = steps
+    t.run.checkpoint_every = steps
+    t.run.log_every = max(1, steps // 2)
+    t.run.storage_path = str(out_dir / "runs")
+    t.run.name = "demo-jedi"
+    t.scaling.cpus_per_worker = 0.5  # leave a CPU for Ray Data's decoding tasks on a 2-core machine
+    outcome = fit(train_cfg)
+    return {"export": outcome.export_dir, "loss": round(outcome.metrics["loss"], 4), "steps": outcome.metrics["step"]}
+
+
+def personalize(cfg: S3JediConfig, references: Path, out_dir: Path) -> dict:
     import torch
     from PIL import Image
 
-    photos = sorted(p for p in references.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:3]
-    if not photos:
-        raise FileNotFoundError(f"--references: no .jpg/.png images in {references}")
+    refs = [Image.open(p) for p in _photos(references)]
     pipe = zoo.load("jedi", cfg.models.jedi, home=cfg.home)
     pipe.set_progress_bar_config(disable=True)
-    refs = [Image.open(p) for p in photos]
     out = pipe(
         refs,
-        ["a photo of the subject on the beach", "a photo of the subject in the snow"],
+        PROMPTS,
         num_inference_steps=4,
         guidance_scale=3.0,
+        image_guidance_scale=1.5,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    grid = Image.new("RGB", (64 * (len(refs) + len(out.images)), 64))
-    for i, img in enumerate([r.convert("RGB").resize((64, 64)) for r in refs] + out.images):
-        grid.paste(img, (64 * i, 0))
+    side = out.images[0].width
+    grid = Image.new("RGB", (side * (len(refs) + len(out.images)), side))
+    for i, img in enumerate([r.convert("RGB").resize((side, side)) for r in refs] + out.images):
+        grid.paste(img, (side * i, 0))
     path = out_dir / "personalized.png"
     grid.save(path)
-    return path
+    return {"grid": str(path), "model": cfg.models.jedi}
 
 
-def run_demo(cfg: S3JediConfig, out_dir: Path, references: Path) -> dict:
+def finetune_subject(cfg: S3JediConfig, out_dir: Path, references: Path, steps: int) -> dict:
+    from training.finetune.runner import finetune
+    from training.finetune.sample import sample_subject
+
+    ft = cfg.model_copy(deep=True)
+    ft.finetune.ti.train.steps = steps
+    ft.finetune.run.storage_path = str(out_dir / "runs")
+    ft.finetune.store = str(out_dir / "subjects")
+    ft.finetune.scaling.cpus_per_worker = 0.5
+    report = finetune(ft, ["ti"], str(references))
+    if report.failed:
+        raise RuntimeError(f"fine-tuning {report.failed[0].subject} failed: {report.failed[0].error}")
+    outcome = report.outcomes[0]
+    image = sample_subject(
+        ft, outcome.subject_id, ["a photo of {0} {1} on the beach"], steps=4, guidance_scale=7.5, side=64, seed=cfg.seed
+    )[0]
+    path = out_dir / "finetuned.png"
+    image.save(path)
+    return {"subject_id": outcome.subject_id, "published": outcome.published, "image": str(path)}
+
+
+def evaluate(cfg: S3JediConfig, out_dir: Path, subject: str) -> dict:
+    from evaluation.job import run_evaluation
+
+    ev = cfg.model_copy(deep=True)
+    ev.evaluation.selection.subjects = [subject]
+    result = run_evaluation(ev, out_dir / "eval")
+    overall = next(r for r in result.summary if r["subject"] == "all")
+    return {
+        "report": str(result.report),
+        "images": result.planned,
+        **{m: round(e["mean"], 4) for m, e in overall["metrics"].items()},
+    }
+
+
+def serve(cfg: S3JediConfig, references: Path, out_dir: Path) -> dict:
+    from serving.demo import run_serving_demo
+
+    return run_serving_demo(cfg, references, out_dir)
+
+
+def run_demo(cfg: S3JediConfig, out_dir: Path, references: Path, train_steps: int = 10) -> dict:
+    _photos(references)  # fail before any work when the photos are missing
+    for stale in ("s3", "runs", "eval", "subjects"):  # a demo starts fresh; rerunning a real job would resume it
+        shutil.rmtree(out_dir / stale, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir)
     steps: dict[str, dict] = {}
 
-    start = time.perf_counter()
-    results = zoo.build("tiny", home=cfg.home)
-    steps["zoo build"] = {
-        "seconds": round(time.perf_counter() - start, 2),
-        "built": [r.family for r in results if r.status == "built"],
-        "up to date": [r.family for r in results if r.status != "built"],
-    }
-    log.info("zoo ready", **{k: v for k, v in steps["zoo build"].items() if k == "seconds"})
+    def step(name: str, fn: Callable[[], dict]) -> dict:
+        start = time.perf_counter()
+        log.info(f"demo: {name} ...")
+        result = fn()
+        steps[name] = {**result, "seconds": round(time.perf_counter() - start, 2)}
+        log.info(f"demo: {name} done", seconds=steps[name]["seconds"])
+        return result
 
-    start = time.perf_counter()
-    sample = generate_sample(cfg, out_dir)
-    steps["text-to-image"] = {"seconds": round(time.perf_counter() - start, 2), "image": str(sample)}
-    log.info("sample written", path=str(sample))
-
-    start = time.perf_counter()
-    grid = personalize(cfg, references, out_dir)
-    steps["personalize (untrained tiny JeDi)"] = {"seconds": round(time.perf_counter() - start, 2), "grid": str(grid)}
-    log.info("personalized grid written", path=str(grid), references=str(references))
+    step("zoo build", lambda: {"built": [r.family for r in zoo.build("tiny", home=cfg.home) if r.status == "built"]})
+    dataset = step("S3 dataset build", lambda: build_dataset(cfg, out_dir))
+    trained = step("JeDi training", lambda: train(cfg, out_dir, dataset["out"], train_steps))
+    cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"jedi": trained["export"]})})
+    step("personalize (trained JeDi)", lambda: personalize(cfg, references, out_dir))
+    step("fine-tune (Textual Inversion)", lambda: finetune_subject(cfg, out_dir, references, max(2, train_steps // 2)))
+    step("evaluate (DreamBooth protocol)", lambda: evaluate(cfg, out_dir, EVAL_SUBJECT))
+    step("serve (HTTP personalize)", lambda: serve(cfg, references, out_dir))
 
     summary = {"profile": cfg.profile, "config_hash": config_hash(cfg), "steps": steps}
-    (out_dir / "demo-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out_dir / "demo-summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     return summary

@@ -16,7 +16,25 @@ from tests.conftest import REPO
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [[], ["zoo"], ["config"], ["zoo", "build"], ["doctor"], ["demo"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["zoo"],
+        ["config"],
+        ["zoo", "build"],
+        ["doctor"],
+        ["demo"],
+        ["datagen"],
+        ["train"],
+        ["train", "jedi"],
+        ["finetune"],
+        ["eval"],
+        ["serve"],
+        ["submit"],
+        ["manifests"],
+    ],
+)
 def test_help_everywhere(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output
@@ -65,12 +83,28 @@ def test_demo_runs_end_to_end_through_the_console_script(zoo_home, tmp_path):
     env = {**os.environ, "S3JEDI_HOME": str(zoo_home)}
     exe = os.path.join(os.path.dirname(sys.executable), "s3jedi")
     proc = subprocess.run(
-        [exe, "demo", "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        [exe, "demo", "--out", str(tmp_path), "--train-steps", "3"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "demo-summary.json").read_text())
-    assert set(summary["steps"]) >= {"zoo build", "text-to-image", "personalize (untrained tiny JeDi)"}
-    assert (tmp_path / "personalized.png").is_file() and (tmp_path / "s3jedi-config.yaml").is_file()
+    assert list(summary["steps"]) == [
+        "zoo build",
+        "S3 dataset build",
+        "JeDi training",
+        "personalize (trained JeDi)",
+        "fine-tune (Textual Inversion)",
+        "evaluate (DreamBooth protocol)",
+        "serve (HTTP personalize)",
+    ]
+    assert summary["steps"]["S3 dataset build"]["sets"] >= 1
+    assert summary["steps"]["JeDi training"]["steps"] == 3
+    for name in ("personalized.png", "finetuned.png", "s3jedi-config.yaml", "served-0.png", "eval/report.html"):
+        assert (tmp_path / name).is_file(), name
 
 
 def test_demo_with_missing_references_fails_clearly(zoo_home, tmp_path):

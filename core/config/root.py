@@ -7,8 +7,15 @@ from pathlib import Path
 from pydantic import Field
 
 from core.config.base import Section
+from core.config.cluster import ClusterSection
+from core.config.datagen import DatagenSection
+from core.config.evaluation import EvaluationConfig
+from core.config.finetune import FinetuneSection
 from core.config.models import ModelsConfig
 from core.config.runtime import RayConfig
+from core.config.serving import ServingConfig
+from core.config.toyworld import ToyWorldSection
+from core.config.training import TrainSection
 
 
 class S3JediConfig(Section):
@@ -17,3 +24,10 @@ class S3JediConfig(Section):
     home: Path | None = Field(None, description="S3JEDI_HOME override (zoo and caches)")
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    datagen: DatagenSection = Field(default_factory=DatagenSection)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
+    toyworld: ToyWorldSection = Field(default_factory=ToyWorldSection)

@@ -27,18 +27,59 @@ class LossOutput:
     """(B·N,) the timestep of each image (equal within a set)."""
     text_dropped: torch.Tensor
     """(B,) True for sets trained without text."""
+    caption_dropped: torch.Tensor
+    """(B·N,) True for given references trained without their caption."""
 
 
-def sample_reference_mask(num_sets: int, set_size: int, p_reference: float, generator, device) -> torch.Tensor:
-    """(B·N,) generate-mask: 1 = generate, 0 = reference given; at least one 1 per set."""
-    given = torch.rand(num_sets, set_size, generator=generator, device=device) < p_reference
-    if set_size == 1:
-        given.zero_()
-    all_given = given.all(dim=1)
-    if all_given.any():
-        keep = torch.randint(0, set_size, (num_sets,), generator=generator, device=device)
-        given[all_given, keep[all_given]] = False
-    return (~given).float().reshape(-1)
+@dataclass(frozen=True)
+class SetDraws:
+    """The random choices of one training step, drawn set by set."""
+
+    timesteps: torch.Tensor  # (B·N,) long, equal within a set
+    noise: torch.Tensor  # (B·N, C, h, w)
+    generate: torch.Tensor  # (B·N,) 1 = generate, 0 = reference given
+    text_dropped: torch.Tensor  # (B,) bool
+    caption_dropped: torch.Tensor  # (B·N,) bool: a given reference trained without its caption
+
+
+def draw_sets(
+    generators: torch.Generator | list[torch.Generator] | None,
+    num_sets: int,
+    set_size: int,
+    latent_shape: tuple[int, ...],
+    num_train_timesteps: int,
+    p_reference: float,
+    p_text_drop: float,
+    device,
+    dtype,
+    p_reference_caption_drop: float = 0.0,
+) -> SetDraws:
+    """Draw timestep, noise, reference mask and text dropout for each set, in that order per set.
+
+    With one generator per set (seeded from the set's identity) a set gets the same draws whichever
+    data-parallel worker processes it and whatever else is in the batch; that is what makes N workers
+    with batch B equal one worker with batch N·B.
+    """
+    if isinstance(generators, list):
+        if len(generators) != num_sets:
+            raise ValueError(f"generator: {len(generators)} generators for {num_sets} sets")
+        gens = generators
+    else:
+        gens = [generators] * num_sets
+    t, noise, generate, dropped, captions = [], [], [], [], []
+    for g in gens:
+        t.append(torch.randint(0, num_train_timesteps, (1,), generator=g, device=device).repeat(set_size))
+        noise.append(torch.randn((set_size, *latent_shape), generator=g, device=device, dtype=dtype))
+        given = torch.rand(set_size, generator=g, device=device) < p_reference
+        keep = torch.randint(0, set_size, (1,), generator=g, device=device)
+        if set_size == 1:
+            given.zero_()
+        elif given.all():
+            given[keep] = False
+        generate.append((~given).float())
+        dropped.append(torch.rand(1, generator=g, device=device) < p_text_drop)
+        captions.append(given & (torch.rand(set_size, generator=g, device=device) < p_reference_caption_drop))
+    return SetDraws(torch.cat(t), torch.cat(noise), torch.cat(generate), torch.cat(dropped), torch.cat(captions))
 
 
 def training_target(scheduler, latents, noise, timesteps) -> torch.Tensor:
@@ -62,31 +103,47 @@ def jedi_loss(
     set_size: int,
     p_reference: float = 0.5,
     p_text_drop: float = 0.1,
-    generator: torch.Generator | None = None,
+    p_reference_caption_drop: float = 0.5,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     coupled: bool = True,
 ) -> LossOutput:
     """Denoising loss on ``latents`` ``(B·N, C, h, w)`` (already VAE-scaled), sets contiguous.
 
     ``text_embeds`` is ``(B·N, L, D)``, one prompt per image; ``null_text_embeds`` is the encoded
-    empty prompt ``(1, L, D)``, used for the sets whose text is dropped.
+    empty prompt ``(1, L, D)``, used for the sets whose text is dropped. A given reference also
+    loses its own caption with probability ``p_reference_caption_drop``: users often have photos
+    without captions (the pipeline's default reference caption is empty), so that case must be in
+    the training distribution. ``generator`` is one generator for the batch or a list with one per
+    set (see ``draw_sets``).
     """
     if latents.ndim != 4 or latents.shape[0] % set_size:
         raise ValueError(f"latents: expected (B·N, C, h, w) with N={set_size}, got {tuple(latents.shape)}")
     if text_embeds.shape[0] != latents.shape[0]:
         raise ValueError(f"text_embeds: {text_embeds.shape[0]} prompts for {latents.shape[0]} images")
-    if not 0.0 <= p_reference <= 1.0 or not 0.0 <= p_text_drop <= 1.0:
-        raise ValueError(f"p_reference/p_text_drop: must lie in [0, 1], got {p_reference}/{p_text_drop}")
-    device = latents.device
+    for name, p in (
+        ("p_reference", p_reference),
+        ("p_text_drop", p_text_drop),
+        ("p_reference_caption_drop", p_reference_caption_drop),
+    ):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name}: must lie in [0, 1], got {p}")
     num_sets = latents.shape[0] // set_size
-
-    t_set = torch.randint(0, scheduler.config.num_train_timesteps, (num_sets,), generator=generator, device=device)
-    timesteps = t_set.repeat_interleave(set_size)
-    noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+    draws = draw_sets(
+        generator,
+        num_sets,
+        set_size,
+        tuple(latents.shape[1:]),
+        scheduler.config.num_train_timesteps,
+        p_reference,
+        p_text_drop,
+        latents.device,
+        latents.dtype,
+        p_reference_caption_drop,
+    )
+    timesteps, noise, generate = draws.timesteps, draws.noise, draws.generate
     noisy = scheduler.add_noise(latents, noise, timesteps)
-
-    generate = sample_reference_mask(num_sets, set_size, p_reference, generator, device)
-    dropped = torch.rand(num_sets, generator=generator, device=device) < p_text_drop
-    drop_img = dropped.repeat_interleave(set_size).view(-1, 1, 1)
+    drop = draws.text_dropped.repeat_interleave(set_size) | draws.caption_dropped
+    drop_img = drop.view(-1, 1, 1)
     text = torch.where(drop_img, null_text_embeds.to(text_embeds.dtype).expand_as(text_embeds), text_embeds)
 
     model_in = unet_input(noisy, latents, generate)
@@ -95,4 +152,10 @@ def jedi_loss(
     ).sample
     target = training_target(scheduler, latents, noise, timesteps)
     loss = F.mse_loss(pred.float(), target.float())
-    return LossOutput(loss=loss, generate=generate, timesteps=timesteps, text_dropped=dropped)
+    return LossOutput(
+        loss=loss,
+        generate=generate,
+        timesteps=timesteps,
+        text_dropped=draws.text_dropped,
+        caption_dropped=draws.caption_dropped,
+    )

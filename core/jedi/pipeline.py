@@ -45,6 +45,30 @@ from core.jedi.images import prepare_images
 from core.jedi.unet import jedi_spec, unet_input, widen_unet
 
 
+def _is_nested(reference_images) -> bool:
+    """A list of per-prompt reference lists (as opposed to one reference list for every prompt)."""
+    return (
+        isinstance(reference_images, (list, tuple))
+        and len(reference_images) > 0
+        and all(isinstance(g, (list, tuple)) for g in reference_images)
+    )
+
+
+def _captions(reference_captions, per_prompt: bool, groups: int, k: int) -> list[list[str]]:
+    if reference_captions is None:
+        return [[""] * k for _ in range(groups)]
+    nested = per_prompt and all(isinstance(c, (list, tuple)) for c in reference_captions)
+    per_group = [list(c) for c in reference_captions] if nested else [list(reference_captions)] * groups
+    if len(per_group) != groups:
+        raise ValueError(f"reference_captions: {len(per_group)} caption lists for {groups} reference sets")
+    for g in per_group:
+        if len(g) != k:
+            raise ValueError(f"reference_captions: {len(g)} captions for {k} reference images")
+        if any(not isinstance(c, str) for c in g):
+            raise ValueError("reference_captions: every caption must be a string")
+    return per_group
+
+
 @dataclass
 class JeDiPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
@@ -182,8 +206,6 @@ class JeDiPipeline(DiffusionPipeline):
             raise ValueError("prompt: at least 1 prompt is required")
         if any(not isinstance(p, str) for p in prompts):
             raise ValueError("prompt: every prompt must be a string")
-        if reference_captions is not None and any(not isinstance(c, str) for c in reference_captions):
-            raise ValueError("reference_captions: every caption must be a string")
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt: must be >= 1, got {num_images_per_prompt}")
         if num_inference_steps < 1:
@@ -222,8 +244,11 @@ class JeDiPipeline(DiffusionPipeline):
         Args:
             reference_images: 1..max_set_size-1 images (PIL, H×W×3 uint8 or [0, 1] float arrays, or
                 (3, H, W) tensors in [0, 1]); resized (shorter side) and centre-cropped to the output size.
+                A list of such lists gives each prompt its own references (same count for every prompt),
+                so requests about different subjects can share one batched call.
             prompt: one prompt or a list of prompts.
-            reference_captions: one caption per reference (default: empty, i.e. uncaptioned).
+            reference_captions: one caption per reference (default: empty, i.e. uncaptioned); with
+                per-prompt references, one list per prompt or one list shared by all.
             guidance_scale: text guidance ``s``; image_guidance_scale: image guidance ``λ``.
             coupled: False switches coupled attention off (the ablation: references cannot be seen).
         """
@@ -241,38 +266,56 @@ class JeDiPipeline(DiffusionPipeline):
             height,
             width,
         )
-        pixels = prepare_images(reference_images, height, width)
-        k = pixels.shape[0]
+        per_prompt = _is_nested(reference_images)
+        groups = list(reference_images) if per_prompt else [reference_images]
+        if per_prompt and len(groups) != len(prompts):
+            raise ValueError(f"reference_images: {len(groups)} reference sets for {len(prompts)} prompts")
+        pixels = [
+            prepare_images(g, height, width, name=f"reference_images[{i}]" if per_prompt else "reference_images")
+            for i, g in enumerate(groups)
+        ]
+        k = pixels[0].shape[0]
+        if any(p.shape[0] != k for p in pixels):
+            raise ValueError(
+                f"reference_images: every prompt needs the same number of references, got {[p.shape[0] for p in pixels]}"
+            )
+        if k == 0:
+            raise ValueError("reference_images: at least 1 reference image is required")
         if k > self.max_references:
             raise ValueError(
                 f"reference_images: {k} given, this model takes at most {self.max_references} "
                 f"(max_set_size {self.spec.max_set_size} minus the target)"
             )
-        captions = list(reference_captions) if reference_captions is not None else [""] * k
-        if len(captions) != k:
-            raise ValueError(f"reference_captions: {len(captions)} captions for {k} reference images")
+        captions = _captions(reference_captions, per_prompt, len(groups), k)
 
         device = self._execution_device
         n = k + 1
-        num_sets = len(prompts) * num_images_per_prompt
+        m = num_images_per_prompt
+        num_sets = len(prompts) * m
         c = self.spec.latent_channels
         h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
 
-        # Text: per set, K reference captions then the prompt; the null branch uses the negative prompt.
-        set_prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        unique = list(dict.fromkeys([*captions, *prompts, negative_prompt]))
+        # Text: per set, its K reference captions then its prompt; the null branch uses the negative prompt.
+        group_of_set = [i if per_prompt else 0 for i in range(len(prompts)) for _ in range(m)]
+        set_prompts = [p for p in prompts for _ in range(m)]
+        unique = list(dict.fromkeys([*(c_ for g in captions for c_ in g), *prompts, negative_prompt]))
         table = dict(zip(unique, self.encode_text(unique), strict=True))
-        text = torch.stack([table[t] for p in set_prompts for t in (*captions, p)])
+        text = torch.stack(
+            [table[t] for p, g in zip(set_prompts, group_of_set, strict=True) for t in (*captions[g], p)]
+        )
         null_text = table[negative_prompt].expand_as(text)
 
-        ref0 = self.encode_images(pixels).to(self.unet.dtype)  # (K, C, h, w)
-        ref0_sets = ref0.unsqueeze(0).expand(num_sets, -1, -1, -1, -1)
+        ref0 = self.encode_images(torch.cat(pixels)).to(self.unet.dtype).reshape(len(groups), k, c, h, w)
+        ref0_sets = ref0[torch.tensor(group_of_set, device=ref0.device)]  # (num_sets, K, C, h, w)
         refs = torch.zeros(num_sets, n, c, h, w, device=device, dtype=self.unet.dtype)
         refs[:, :k] = ref0_sets
         refs = refs.reshape(num_sets * n, c, h, w)
         generate = torch.zeros(num_sets, n, device=device)
         generate[:, k] = 1.0
         generate = generate.reshape(-1)
+        # A generator list means one generator per output image (diffusers' convention); the scheduler
+        # steps every set member, so each image's generator serves its whole set.
+        member_generator = [g for g in generator for _ in range(n)] if isinstance(generator, list) else generator
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -308,7 +351,7 @@ class JeDiPipeline(DiffusionPipeline):
                     coupled,
                     batch_guidance,
                 )
-                flat = self.scheduler.step(eps, t, flat, generator=generator).prev_sample
+                flat = self.scheduler.step(eps, t, flat, generator=member_generator).prev_sample
                 latents = replace(
                     flat.reshape(num_sets, n, c, h, w), timesteps[i + 1] if i + 1 < len(timesteps) else None
                 )

@@ -42,3 +42,22 @@ def foreground(
     keep = m.astype(bool)
     out[keep] = rgb[keep]
     return Image.fromarray(out)
+
+
+def paired_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of row i of ``a`` with row i of ``b`` (an image and *its* prompt), fp32."""
+    if a.shape != b.shape:
+        raise ValueError(f"paired_cosine: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    a = torch.nn.functional.normalize(a.float(), dim=-1)
+    b = torch.nn.functional.normalize(b.float(), dim=-1)
+    return (a * b).sum(dim=-1)
+
+
+def mean_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """For every row of ``a``, its mean cosine similarity to all rows of ``b`` (NaN when ``b`` is empty).
+
+    This is the DreamBooth image score: a generated image against each real photo, averaged.
+    """
+    if b.shape[0] == 0:
+        return torch.full((a.shape[0],), float("nan"))
+    return cosine_matrix(a, b).mean(dim=1)

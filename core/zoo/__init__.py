@@ -6,9 +6,13 @@
   ``$S3JEDI_HOME/zoo/tiny/<family>`` in the library's own format;
 - a local directory (absolute, ``./``-relative or ``~``);
 - a hub id (``CompVis/stable-diffusion-v1-4``), resolved by the library itself, so
-  ``HF_HUB_OFFLINE=1`` and the Hugging Face cache behave as users expect.
+  ``HF_HUB_OFFLINE=1`` and the Hugging Face cache behave as users expect;
+- ``"shape"`` (or ``"shape:VARIANT"``): the production architecture at random init, built from the
+  published configs in ``core.zoo.shapes`` without any download — for shape checks
+  (``device="meta"``) and speed/memory benchmarks.
 
-All three go through the same loading function of the family's library.
+The first three go through the same loading function of the family's library; ``shape`` returns
+the same kind of object.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
 ]
 
 BUILT_PROFILES = ("tiny",)
+SHAPE = "shape"
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -45,6 +50,10 @@ def _looks_like_path(ref: str) -> bool:
 def resolve(family: str, ref: str, home: Path | None = None) -> str:
     """Turn a config reference into what the family's loader takes: a directory or a hub id."""
     get(family)
+    if ref == SHAPE or ref.startswith(SHAPE + ":"):
+        if get(family).build_shape is None:
+            raise ModelNotFoundError(f"models.{family}: no '{SHAPE}' entry for this family")
+        return ref
     if ref in BUILT_PROFILES:
         root = zoo_dir(ref, home)
         if not is_built(family, root):
@@ -63,6 +72,9 @@ def resolve(family: str, ref: str, home: Path | None = None) -> str:
 
 def load(family: str, ref: str = "tiny", *, home: Path | None = None, device: str = "cpu", dtype=None) -> Any:
     source = resolve(family, ref, home)
+    if source == SHAPE or source.startswith(SHAPE + ":"):
+        variant = source.partition(":")[2] or None
+        return get(family).build_shape(device=device, dtype=dtype, variant=variant)
     try:
         return get(family).load(source, device=device, dtype=dtype)
     except (OSError, ValueError) as exc:

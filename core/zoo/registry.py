@@ -26,6 +26,9 @@ class Family:
     """Write the tiny model into an empty directory. Must seed itself: same bytes on every call."""
     load: Callable[..., Any]
     """``load(source: str, *, device: str, dtype) -> model or bundle``; source is a dir or hub id."""
+    build_shape: Callable[..., Any] | None = None
+    """``build_shape(device, dtype) -> model or bundle``: the production architecture at random init
+    (``device="meta"``: shapes only, nothing allocated). See ``core.zoo.shapes``."""
 
 
 def _collect() -> dict[str, Family]:

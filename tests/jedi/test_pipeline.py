@@ -187,3 +187,32 @@ def test_tiny_jedi_family_loads_through_the_zoo_and_generates(zoo_home, dog_refs
     assert isinstance(pipe, JeDiPipeline) and pipe.max_references == 3
     out = pipe(dog_refs[:2], "a dog on the beach", num_inference_steps=2, generator=_gen())
     assert out.images[0].size == (64, 64)
+
+
+def test_per_prompt_reference_sets_equal_separate_calls(jedi_pipe, dreambooth, dog_refs):
+    """Different subjects in one batched call give what separate calls give (per-set conditioning)."""
+    cat_refs = [Image.open(dreambooth / "images" / "cat" / f"0{i}.jpg") for i in range(2)]
+    kw = dict(num_inference_steps=2, guidance_scale=2.0, image_guidance_scale=1.5, output_type="latent")
+    joint = jedi_pipe([dog_refs[:2], cat_refs], ["a dog", "a cat"], generator=[_gen(1), _gen(2)], **kw).set_latents
+    dog = jedi_pipe(dog_refs[:2], "a dog", generator=[_gen(1)], **kw).set_latents
+    cat = jedi_pipe(cat_refs, "a cat", generator=[_gen(2)], **kw).set_latents
+    torch.testing.assert_close(joint[0], dog[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(joint[1], cat[0], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="reference_images: 1 reference sets for 2 prompts"):
+        jedi_pipe([dog_refs[:2]], ["a dog", "a cat"], num_inference_steps=1)
+    with pytest.raises(ValueError, match="same number of references"):
+        jedi_pipe([dog_refs[:2], cat_refs[:1]], ["a dog", "a cat"], num_inference_steps=1)
+
+
+def test_ancestral_scheduler_with_a_generator_per_image(jedi_pipe, dog_refs):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    original = jedi_pipe.scheduler
+    jedi_pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(original.config)
+    try:
+        out = jedi_pipe(
+            dog_refs[:2], ["a dog", "a dog"], num_inference_steps=2, generator=[_gen(1), _gen(2)], output_type="np"
+        )
+        assert out.images.shape == (2, 64, 64, 3)
+    finally:
+        jedi_pipe.scheduler = original

@@ -111,6 +111,24 @@ def test_loss_masks_references_per_set_and_is_seeded(tiny_sd):
     assert a.timesteps.view(8, 3).eq(a.timesteps.view(8, 3)[:, :1]).all(), "one timestep per set"
     single = jedi_loss(unet, tiny_sd.scheduler, latents[:4], text[:4], null, set_size=1, p_reference=1.0)
     assert single.generate.eq(1).all(), "sets of one image never get their own reference"
+    assert not (a.caption_dropped & a.generate.bool()).any(), "only given references lose their caption"
+    always = run_with(unet, tiny_sd, latents, text, null, p_reference_caption_drop=1.0)
+    assert torch.equal(always.caption_dropped, always.generate == 0)
+
+
+def run_with(unet, tiny_sd, latents, text, null, **kw):
+    with torch.no_grad():
+        return jedi_loss(
+            unet,
+            tiny_sd.scheduler,
+            latents,
+            text,
+            null,
+            set_size=3,
+            p_reference=0.9,
+            generator=torch.Generator().manual_seed(0),
+            **kw,
+        )
 
 
 def test_loss_rejects_bad_shapes(tiny_sd):
@@ -120,3 +138,18 @@ def test_loss_rejects_bad_shapes(tiny_sd):
         jedi_loss(unet, tiny_sd.scheduler, latents[:5], text[:5], null, set_size=3)
     with pytest.raises(ValueError, match="text_embeds: 5 prompts for 6 images"):
         jedi_loss(unet, tiny_sd.scheduler, latents, text[:5], null, set_size=3)
+
+
+def test_per_set_generators_make_a_set_independent_of_its_batch(tiny_sd):
+    """Per-set draws: the same set gets the same noise/timestep alone or inside a larger batch."""
+    from core.jedi.objective import draw_sets
+
+    def gens(ids):
+        return [torch.Generator().manual_seed(1000 + i) for i in ids]
+
+    both = draw_sets(gens([0, 1]), 2, 3, (4, 8, 8), 1000, 0.5, 0.3, "cpu", torch.float32)
+    second = draw_sets(gens([1]), 1, 3, (4, 8, 8), 1000, 0.5, 0.3, "cpu", torch.float32)
+    assert torch.equal(both.noise[3:], second.noise) and torch.equal(both.timesteps[3:], second.timesteps)
+    assert torch.equal(both.generate[3:], second.generate) and torch.equal(both.text_dropped[1:], second.text_dropped)
+    with pytest.raises(ValueError, match="generator: 1 generators for 2 sets"):
+        draw_sets(gens([0]), 2, 3, (4, 8, 8), 1000, 0.5, 0.3, "cpu", torch.float32)

@@ -185,6 +185,30 @@ def load(source: str, *, device: str = "cpu", dtype: torch.dtype | None = None) 
     )
 
 
+def build_shape(device: str = "cpu", dtype: torch.dtype | None = None, variant: str | None = None) -> ClipScorer:
+    """OpenAI CLIP's architecture at random init from open_clip's built-in configs (no download):
+    ``variant`` ViT-B-32 (default, the primary scorer) or ViT-L-14."""
+    import open_clip
+
+    from core.zoo.shapes import CLIP_SCORER
+
+    arch = variant or "ViT-B-32"
+    if arch not in CLIP_SCORER:
+        raise ValueError(f"models.clip: unknown shape variant {arch!r}; known: {', '.join(CLIP_SCORER)}")
+    name = CLIP_SCORER[arch]
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device=device)
+    if dtype is not None and device != "meta":
+        model.to(dtype)
+    return ClipScorer(
+        model=model.eval(),
+        preprocess=preprocess,
+        tokenizer=open_clip.get_tokenizer(name),
+        name=f"shape:{arch}",
+        device=device,
+        input_dtype=dtype or torch.float32,
+    )
+
+
 FAMILIES: list[Family] = [
     Family(
         name="clip",
@@ -193,5 +217,6 @@ FAMILIES: list[Family] = [
         production=PRODUCTION,
         build_tiny=build_tiny,
         load=load,
+        build_shape=build_shape,
     )
 ]

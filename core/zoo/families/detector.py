@@ -455,6 +455,42 @@ def _to_pixels(box: torch.Tensor, width: int, height: int) -> tuple[float, float
     return (clip(x0, width), clip(y0, height), clip(x1, width), clip(y1, height))
 
 
+def build_shape(device: str = "cpu", dtype: torch.dtype | None = None, variant: str | None = None) -> GroundingDetector:
+    """Grounding DINO Swin-T OGC's architecture at random init, with a bert-base-uncased-shaped text
+    encoder (random, written once under ``$S3JEDI_HOME/zoo/shape``; groundingdino loads its BERT by
+    path). Swin cannot be built on the meta device (it calls ``.item()``), so this always allocates."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from core.paths import zoo_dir
+
+    if device == "meta":
+        raise ValueError(
+            "models.detector: the Grounding DINO shape cannot be built on the meta device; use cpu or cuda"
+        )
+    bert_dir = zoo_dir("shape") / "detector-bert-base"
+    if not (bert_dir / "config.json").is_file():
+        tmp = bert_dir.with_name(bert_dir.name + ".building")
+        tmp.mkdir(parents=True, exist_ok=True)
+        vocab = {token: i for i, token in enumerate(vocabulary())}
+        BertTokenizer(vocab=vocab, do_lower_case=True).save_pretrained(tmp)
+        # bert-base-uncased: https://huggingface.co/bert-base-uncased/blob/main/config.json
+        BertModel(
+            BertConfig(
+                vocab_size=30522,
+                hidden_size=768,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                intermediate_size=3072,
+                max_position_embeddings=512,
+            )
+        ).save_pretrained(tmp)
+        tmp.rename(bert_dir)
+    config = production_config()
+    model = build_model(config, str(bert_dir))
+    model.to(device=device, dtype=dtype or torch.float32).eval()
+    return GroundingDetector(model=model, input_cfg=dict(config["input"]), name="shape", device=device)
+
+
 FAMILIES: list[Family] = [
     Family(
         name="detector",
@@ -463,5 +499,6 @@ FAMILIES: list[Family] = [
         production=PRODUCTION,
         build_tiny=build_tiny,
         load=load,
+        build_shape=build_shape,
     )
 ]

@@ -180,6 +180,23 @@ def _loader(family: str, pipeline_cls_name: str, sd_extras: bool = True):
     return load
 
 
+def _shape(pipeline_cls_name: str, unet_cfg_name: str, text_cfg_name: str, scheduler: str):
+    def build_shape(device: str = "cpu", dtype=None, variant: str | None = None):
+        from core.zoo import shapes
+
+        return shapes.sd_pipeline(
+            pipeline_cls_name, getattr(shapes, unet_cfg_name), getattr(shapes, text_cfg_name), scheduler, device, dtype
+        )
+
+    return build_shape
+
+
+def _sdxl_shape(device: str = "cpu", dtype=None, variant: str | None = None):
+    from core.zoo import shapes
+
+    return shapes.sdxl_pipeline(device, dtype)
+
+
 FAMILIES = [
     Family(
         name="sd",
@@ -189,6 +206,7 @@ FAMILIES = [
         build_tiny=build_tiny_sd,
         # The auto class picks SD1.x/2.x or SDXL from the checkpoint's model_index.json.
         load=_loader("sd", "AutoPipelineForText2Image"),
+        build_shape=_shape("StableDiffusionPipeline", "SD1_UNET", "CLIP_L_TEXT", "PNDMScheduler"),
     ),
     Family(
         name="sdxl",
@@ -197,6 +215,7 @@ FAMILIES = [
         production="stabilityai/stable-diffusion-xl-base-1.0",
         build_tiny=build_tiny_sdxl,
         load=_loader("sdxl", "StableDiffusionXLPipeline", sd_extras=False),
+        build_shape=_sdxl_shape,
     ),
     Family(
         name="inpaint",
@@ -205,6 +224,7 @@ FAMILIES = [
         production="stabilityai/stable-diffusion-2-inpainting",
         build_tiny=_build_pipeline("StableDiffusionInpaintPipeline", 9),
         load=_loader("inpaint", "StableDiffusionInpaintPipeline"),
+        build_shape=_shape("StableDiffusionInpaintPipeline", "SD2_INPAINT_UNET", "CLIP_H_TEXT", "DDIMScheduler"),
     ),
     Family(
         name="pix2pix",
@@ -213,5 +233,8 @@ FAMILIES = [
         production="timbrooks/instruct-pix2pix",
         build_tiny=_build_pipeline("StableDiffusionInstructPix2PixPipeline", 8),
         load=_loader("pix2pix", "StableDiffusionInstructPix2PixPipeline"),
+        build_shape=_shape(
+            "StableDiffusionInstructPix2PixPipeline", "PIX2PIX_UNET", "CLIP_L_TEXT", "EulerAncestralDiscreteScheduler"
+        ),
     ),
 ]

@@ -92,6 +92,20 @@ def load(source: str, *, device: str = "cpu", dtype: torch.dtype | None = None) 
     return DinoScorer(model=model, processor=processor, name=source, device=device)
 
 
+def build_shape(device: str = "cpu", dtype: torch.dtype | None = None, variant: str | None = None) -> DinoScorer:
+    """DINO ViT-S/16's architecture at random init (``core.zoo.shapes.DINO_VITS16``)."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    from core.zoo.shapes import DINO_VITS16
+
+    with torch.device(device):
+        model = ViTModel(ViTConfig(**DINO_VITS16), add_pooling_layer=False)
+    processor = ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    if dtype is not None and device != "meta":
+        model.to(dtype)
+    return DinoScorer(model=model.eval(), processor=processor, name="shape", device=device)
+
+
 FAMILIES: list[Family] = [
     Family(
         name="dino",
@@ -100,5 +114,6 @@ FAMILIES: list[Family] = [
         production=PRODUCTION,
         build_tiny=build_tiny,
         load=load,
+        build_shape=build_shape,
     )
 ]

@@ -32,6 +32,28 @@ def build_tiny(out_dir: Path) -> None:
     assert SEED == 0  # the base is seeded by build_tiny_sd; widening adds only zeros
 
 
+def read_spec(ref: str, home: Path | None = None):
+    """The JeDi parameters of a configured model without loading its weights (reads the UNet config),
+    so a driver can validate a job, e.g. a reference count, before any worker starts."""
+    import json
+
+    from core.jedi.unet import CONFIG_KEY, JeDiSpec
+    from core.zoo import resolve
+
+    source = resolve("jedi", ref, home)
+    if source.startswith("shape"):
+        return JeDiSpec(max_set_size=MAX_SET_SIZE)
+    config = Path(source) / "unet" / "config.json"
+    if not config.is_file():
+        from huggingface_hub import hf_hub_download
+
+        config = Path(hf_hub_download(source, "unet/config.json"))
+    raw = json.loads(config.read_text()).get(CONFIG_KEY)
+    if not raw:
+        raise ValueError(f"models.jedi: {ref} is not a JeDi pipeline (no {CONFIG_KEY} in unet/config.json)")
+    return JeDiSpec(**raw)
+
+
 def load(source: str, *, device: str = "cpu", dtype=None):
     from core.jedi import JeDiPipeline
 
@@ -42,6 +64,17 @@ def load(source: str, *, device: str = "cpu", dtype=None):
     return JeDiPipeline.from_pretrained(source, **kwargs).to(device)
 
 
+def build_shape(device: str = "cpu", dtype=None, variant: str | None = None):
+    """SD1.4's architecture widened to JeDi (the configuration of the JeDi paper)."""
+    from core.jedi import JeDiPipeline
+    from core.zoo import shapes
+
+    base = shapes.sd_pipeline(
+        "StableDiffusionPipeline", shapes.SD1_UNET, shapes.CLIP_L_TEXT, "DDIMScheduler", device, dtype
+    )
+    return JeDiPipeline.from_base(base, max_set_size=MAX_SET_SIZE)
+
+
 FAMILIES = [
     Family(
         name="jedi",
@@ -50,5 +83,6 @@ FAMILIES = [
         production="a trained export of `s3jedi train jedi` (no public checkpoint)",
         build_tiny=build_tiny,
         load=load,
+        build_shape=build_shape,
     )
 ]

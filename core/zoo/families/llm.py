@@ -229,6 +229,23 @@ def load(source: str, *, device: str = "cpu", dtype: torch.dtype | None = None) 
     return ChatLM(model=model, tokenizer=tokenizer, name=source, device=device)
 
 
+def build_shape(device: str = "cpu", dtype: torch.dtype | None = None, variant: str | None = None) -> ChatLM:
+    """Qwen2.5-1.5B's architecture at random init (``core.zoo.shapes.QWEN25_1_5B``) with the tiny
+    byte-level tokenizer: its ids are a subset of the model's vocabulary, which is all a timing needs."""
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    from core.zoo.shapes import QWEN25_1_5B
+
+    tokenizer = _tiny_tokenizer()
+    eot, im_end = tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
+    with torch.device(device):
+        model = Qwen2ForCausalLM(Qwen2Config(**QWEN25_1_5B, bos_token_id=eot, eos_token_id=im_end, pad_token_id=eot))
+    model.generation_config = GenerationConfig(bos_token_id=eot, eos_token_id=[im_end, eot], pad_token_id=eot)
+    if dtype is not None and device != "meta":
+        model.to(dtype)
+    return ChatLM(model=model.eval(), tokenizer=tokenizer, name="shape", device=device)
+
+
 FAMILIES: list[Family] = [
     Family(
         name="llm",
@@ -237,5 +254,6 @@ FAMILIES: list[Family] = [
         production=PRODUCTION,
         build_tiny=build_tiny,
         load=load,
+        build_shape=build_shape,
     )
 ]

@@ -247,6 +247,18 @@ def _as_rgb_array(image: Any) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def build_shape(device: str = "cpu", dtype: torch.dtype | None = None, variant: str | None = None) -> SamSegmenter:
+    """SAM's architecture at random init: ``variant`` vit_h (default), vit_l or vit_b."""
+    name = variant or PRODUCTION_VARIANT
+    if name not in VARIANTS:
+        raise ValueError(f"models.segmenter: unknown shape variant {name!r}; known: {', '.join(VARIANTS)}")
+    with torch.device(device):
+        model = build_sam(VARIANTS[name])
+    if dtype is not None and device != "meta":
+        model.to(dtype)
+    return SamSegmenter(model=model.eval(), config=VARIANTS[name], name=f"shape:{name}", device=device)
+
+
 FAMILIES: list[Family] = [
     Family(
         name="segmenter",
@@ -255,5 +267,6 @@ FAMILIES: list[Family] = [
         production=PRODUCTION,
         build_tiny=build_tiny,
         load=load,
+        build_shape=build_shape,
     )
 ]

@@ -1,0 +1,76 @@
+"""The S3 dataset (same-subject image sets): its format, and how to read and write it.
+
+``s3jedi datagen`` writes it; training and anything else read it through this module only.
+
+Layout of a dataset root (a local directory or a URI such as ``s3://bucket/s3-v1``)::
+
+    sets/shard-00000.parquet      the sets (SETS_SCHEMA), one row per set
+    rejects/*.parquet             what was dropped, why (REJECTS_SCHEMA)
+    summary.json                  counts per stage, acceptance rates, throughput, time
+    s3jedi-config.yaml            the resolved config the dataset was built with
+
+Reading (pick one)::
+
+    from core.s3 import read_training_sets, read_sets, iter_sets, ImageSet
+
+    ds = read_training_sets(root)   # ray.data.Dataset: set_id, images (list[PNG bytes]),
+                                    #   masks (list[1-bit PNG bytes]), captions (list[str])
+    ds = read_sets(root, columns=None)  # ray.data.Dataset with every SETS_SCHEMA column
+    s = ImageSet.from_row(row)      # decode one row of read_sets: PIL images, bool masks
+    for s in iter_sets(root): ...   # decoded ImageSet objects in a plain loop, no Ray
+    read_rejects(root), read_summary(root)
+
+``decode_image`` / ``decode_mask`` turn the bytes of ``read_training_sets`` into a PIL image and a
+boolean (H, W) array. Writing: ``write_sets(sets, root)`` writes ``ImageSet`` objects as one shard
+(fixtures, imports); the builder writes its own shards from PNG bytes through ``image_record``,
+``sets_table`` and ``write_table``.
+
+Files carry ``s3jedi.schema_version`` in their Parquet metadata; readers refuse another version
+(``SchemaVersionError``) rather than misread it.
+"""
+
+from core.s3.codec import CorruptImageError, decode_image, decode_mask, encode_image, encode_mask
+from core.s3.layout import REJECTS_DIR, SETS_DIR, SUMMARY_FILE
+from core.s3.reader import iter_sets, read_rejects, read_sets, read_summary, read_training_sets
+from core.s3.schema import (
+    MODEL_ROLES,
+    REJECTS_SCHEMA,
+    SCHEMA_VERSION,
+    SETS_SCHEMA,
+    STAGES,
+    SchemaVersionError,
+    check_schema,
+)
+from core.s3.sets import ImageSet, empty_provenance, image_record
+from core.s3.writer import rejects_table, sets_table, write_bytes, write_sets, write_table
+
+__all__ = [
+    "MODEL_ROLES",
+    "REJECTS_DIR",
+    "REJECTS_SCHEMA",
+    "SCHEMA_VERSION",
+    "SETS_DIR",
+    "SETS_SCHEMA",
+    "STAGES",
+    "SUMMARY_FILE",
+    "CorruptImageError",
+    "ImageSet",
+    "SchemaVersionError",
+    "check_schema",
+    "decode_image",
+    "decode_mask",
+    "empty_provenance",
+    "encode_image",
+    "encode_mask",
+    "image_record",
+    "iter_sets",
+    "read_rejects",
+    "read_sets",
+    "read_summary",
+    "read_training_sets",
+    "rejects_table",
+    "sets_table",
+    "write_bytes",
+    "write_sets",
+    "write_table",
+]

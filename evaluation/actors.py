@@ -1,0 +1,110 @@
+"""The two Ray Data actor pools of a benchmark run: generation, then scoring.
+
+Each actor loads its models once in ``__init__`` and is then called on batches of cases (numpy
+column dicts). Generated images travel to the scorers and to the driver as PNG bytes, so no stage
+needs a disk shared with the others. Rows of a batch may belong to different subjects; both actors
+work subject by subject within the batch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import defaultdict
+
+import numpy as np
+from PIL import Image
+
+from core.config import S3JediConfig
+from core.logs import get_logger
+from core.metrics.suite import ReferenceFeatures
+from evaluation.benchmark import fill
+from evaluation.generators import SubjectInput, make_generator
+from evaluation.scoring import build_suite
+
+log = get_logger("evaluation.actors")
+
+
+def _by_subject(subjects: np.ndarray) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(subjects):
+        groups[str(name)].append(i)
+    return groups
+
+
+def _device(gpus: float) -> str:
+    return "cuda" if gpus > 0 else "cpu"
+
+
+class GenerateBatch:
+    """Generation actor: adds ``prompt``, ``inputs`` (comma-separated names of the photos the generator
+    conditioned on), ``image_png`` and ``generation_s`` (seconds per image of its call) to each case."""
+
+    def __init__(self, cfg: S3JediConfig, subjects: dict[str, SubjectInput]):
+        self.cfg = cfg
+        self.generator = make_generator(cfg, _device(cfg.evaluation.compute.gpus_per_generator))
+        self.subjects = subjects
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["id"])
+        prompts, inputs, pngs, seconds = [""] * n, [""] * n, [b""] * n, np.zeros(n)
+        for name, rows in _by_subject(batch["subject"]).items():
+            subject = self.subjects[name]
+            token = self.generator.token(subject)
+            group_prompts = [fill(str(batch["template"][i]), token, subject.class_name) for i in rows]
+            start = time.perf_counter()
+            images = self.generator.generate(subject, group_prompts, [int(batch["seed"][i]) for i in rows])
+            per_image = (time.perf_counter() - start) / len(rows)
+            used = ",".join(self.generator.inputs(self.cfg, subject))
+            for i, prompt, image in zip(rows, group_prompts, images, strict=True):
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                prompts[i], inputs[i], pngs[i], seconds[i] = prompt, used, buffer.getvalue(), per_image
+        return {
+            **batch,
+            "prompt": np.array(prompts, dtype=object),
+            "inputs": np.array(inputs, dtype=object),
+            "image_png": np.array(pngs, dtype=object),
+            "generation_s": seconds,
+        }
+
+
+class ScoreBatch:
+    """Scoring actor: adds every metric of the suite to each case, and ``scorers``: the loaded
+    backbones' exact description (the driver records it once in run.json and drops the column).
+
+    A subject's photos are embedded on first use and kept for the actor's lifetime. The hard
+    negatives of an image are the other prompts of its subject's full list (not only the selected
+    ones), so the score does not depend on how many prompts a run evaluates.
+    """
+
+    def __init__(self, cfg: S3JediConfig, subjects: dict[str, SubjectInput], prompt_lists: dict[str, list[str]]):
+        self.suite = build_suite(cfg, _device(cfg.evaluation.compute.gpus_per_scorer))
+        self.subjects = subjects
+        self.prompt_lists = prompt_lists
+        self._references: dict[str, ReferenceFeatures] = {}
+        self.description = json.dumps(self.suite.describe(), default=str)
+
+    def references(self, name: str) -> ReferenceFeatures:
+        if name not in self._references:
+            subject = self.subjects[name]
+            refs = self.suite.references(subject.images(), subject.class_name)
+            if self.suite.detects_masks and refs.masks_found == 0:
+                log.warning("no subject mask in any reference photo; masked scores are NaN", subject=name)
+            self._references[name] = refs
+        return self._references[name]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["id"])
+        columns: dict[str, np.ndarray] = {}
+        for name, rows in _by_subject(batch["subject"]).items():
+            images = [Image.open(io.BytesIO(batch["image_png"][i])) for i in rows]
+            prompts = [str(batch["eval_prompt"][i]) for i in rows]
+            negatives = [[p for p in self.prompt_lists[name] if p != prompt] for prompt in prompts]
+            scores = self.suite.score(images, prompts, self.references(name), negatives)
+            for metric, values in scores.items():
+                if metric not in columns:
+                    columns[metric] = np.zeros(n, dtype=values.dtype)
+                columns[metric][rows] = values
+        return {**batch, **columns, "scorers": np.array([self.description] * n, dtype=object)}

@@ -1,0 +1,164 @@
+"""The DreamBooth benchmark material and the list of images a run must produce.
+
+Layout (google/dreambooth, as in ``../shared/dreambooth``; any folder laid out the same way works):
+
+- ``subjects.json``: ``[{"subject", "class", "live"}]``;
+- ``prompts.json``: ``{"object": [...], "live": [...]}``, templates with ``{0}`` = the subject token,
+  ``{1}`` = the class word;
+- ``images/<subject>/*.jpg|png``: real photos of the subject.
+
+A *case* is one image to generate and score, identified by ``subject/prompt_id/seed``; that id is
+what makes a run resumable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config.evaluation import SelectionConfig
+from core.paths import REPO_ROOT
+
+DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "dreambooth"
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+SIMPLE_PROMPT_ID = "simple"
+
+
+@dataclass(frozen=True)
+class Subject:
+    name: str
+    class_name: str
+    live: bool
+    photos: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    root: Path
+    subjects: dict[str, Subject]
+    prompts: dict[str, tuple[str, ...]]
+    """"object" / "live" -> prompt templates."""
+
+    def templates(self, subject: Subject) -> tuple[str, ...]:
+        return self.prompts["live" if subject.live else "object"]
+
+
+def fill(template: str, token: str, class_name: str) -> str:
+    """A prompt from a template; an empty token leaves no double space ("a dog in the snow")."""
+    return " ".join(template.format(token, class_name).split())
+
+
+def eval_prompt(template: str, class_name: str) -> str:
+    """The prompt CLIP-T scores against: the template without the special token."""
+    return fill(template, "", class_name)
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation.benchmark: {path.name} missing in {path.parent}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"evaluation.benchmark: {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def _check_template(template, where: str) -> str:
+    if not isinstance(template, str) or "{1}" not in template:
+        raise ValueError(f"{where}: a prompt template must be a string containing {{1}} (the class), got {template!r}")
+    try:
+        template.format("", "")
+    except (IndexError, KeyError, ValueError) as exc:
+        raise ValueError(f"{where}: {template!r} is not a valid template ({exc})") from None
+    return template
+
+
+def load_benchmark(root: Path | None = None) -> Benchmark:
+    """Read and validate a benchmark folder; errors name the file and the entry."""
+    root = Path(root or DEFAULT_ROOT).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"evaluation.benchmark: no such folder {root}")
+    raw_subjects = _read_json(root / "subjects.json")
+    raw_prompts = _read_json(root / "prompts.json")
+    if not isinstance(raw_prompts, dict) or not all(isinstance(raw_prompts.get(k), list) for k in ("object", "live")):
+        raise ValueError(f"evaluation.benchmark: {root / 'prompts.json'} must map 'object' and 'live' to lists")
+    prompts = {
+        kind: tuple(_check_template(t, f"prompts.json {kind}[{i}]") for i, t in enumerate(raw_prompts[kind]))
+        for kind in ("object", "live")
+    }
+    if not isinstance(raw_subjects, list):
+        raise ValueError(f"evaluation.benchmark: {root / 'subjects.json'} must be a list of subjects")
+    subjects = {}
+    for i, entry in enumerate(raw_subjects):
+        if not isinstance(entry, dict) or not {"subject", "class", "live"} <= set(entry):
+            raise ValueError(f"subjects.json[{i}]: needs 'subject', 'class' and 'live', got {entry!r}")
+        folder = root / "images" / entry["subject"]
+        photos = tuple(sorted(p for p in folder.glob("*") if p.suffix.lower() in PHOTO_SUFFIXES))
+        subjects[entry["subject"]] = Subject(entry["subject"], entry["class"], bool(entry["live"]), photos)
+    return Benchmark(root, subjects, prompts)
+
+
+def select_subjects(benchmark: Benchmark, names: list[str] | None) -> list[Subject]:
+    """The requested subjects (default: every one with photos), each checked to have photos."""
+    with_photos = sorted(name for name, s in benchmark.subjects.items() if s.photos)
+    if names is None:
+        if not with_photos:
+            raise ValueError(f"evaluation.benchmark: no subject has photos under {benchmark.root / 'images'}")
+        names = with_photos
+    chosen = []
+    for name in names:
+        if name not in benchmark.subjects:
+            raise ValueError(f"evaluation.selection.subjects: {name!r} is not in {benchmark.root / 'subjects.json'}")
+        if not benchmark.subjects[name].photos:
+            raise ValueError(
+                f"evaluation.selection.subjects: {name!r} has no photos in {benchmark.root / 'images' / name} "
+                f"(subjects with photos: {', '.join(with_photos) or 'none'})"
+            )
+        chosen.append(benchmark.subjects[name])
+    return chosen
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image to generate and score."""
+
+    subject: str
+    class_name: str
+    protocol: str
+    """"prompts" (the benchmark's prompt list) or "simple" (one simple prompt, many samples)."""
+    prompt_id: str
+    template: str
+    eval_prompt: str
+    sample: int
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.subject}/{self.prompt_id}/{self.seed}"
+
+
+def plan(benchmark: Benchmark, selection: SelectionConfig, seed: int) -> list[Case]:
+    """Every case of the selection. Sample j of every prompt uses seed ``seed + j``, so methods and
+    subjects are compared on the same initial noise."""
+    cases = []
+    for subject in select_subjects(benchmark, selection.subjects):
+        templates = benchmark.templates(subject)[: selection.prompts]
+        groups = [("prompts", f"p{i:02d}", t, selection.samples) for i, t in enumerate(templates)]
+        if selection.simple_samples:
+            template = _check_template(selection.simple_prompt, "evaluation.selection.simple_prompt")
+            groups.append(("simple", SIMPLE_PROMPT_ID, template, selection.simple_samples))
+        for protocol, prompt_id, template, samples in groups:
+            for j in range(samples):
+                cases.append(
+                    Case(
+                        subject.name,
+                        subject.class_name,
+                        protocol,
+                        prompt_id,
+                        template,
+                        eval_prompt(template, subject.class_name),
+                        j,
+                        seed + j,
+                    )
+                )
+    return cases

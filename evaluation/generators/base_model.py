@@ -1,0 +1,46 @@
+"""The plain text-to-image base model: the floor every personalization method must beat.
+
+It sees only the class word ("a dog in the snow"), never the subject's photos, so its CLIP-I/DINO
+say how much identity a method adds beyond drawing the right class.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from core import zoo
+from core.config import S3JediConfig
+from evaluation.generators.interface import DTYPES, SubjectInput, seeded
+
+IGNORED = ("references", "image_guidance_scale")
+"""Generation settings that do not apply to a text-only model (left out of its description)."""
+
+
+class BaseModelGenerator:
+    def __init__(self, cfg: S3JediConfig, device: str):
+        self.ref = cfg.models.sd
+        self.settings = cfg.evaluation.generation
+        self.pipe = zoo.load("sd", self.ref, home=cfg.home, device=device, dtype=DTYPES[self.settings.dtype])
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def token(self, subject: SubjectInput) -> str:
+        return ""
+
+    @classmethod
+    def inputs(cls, cfg: S3JediConfig, subject: SubjectInput) -> list[str]:
+        return []
+
+    def generate(self, subject: SubjectInput, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        s = self.settings
+        return self.pipe(
+            prompt=prompts,
+            num_inference_steps=s.steps,
+            guidance_scale=s.guidance_scale,
+            height=s.resolution,
+            width=s.resolution,
+            generator=seeded(seeds),
+        ).images
+
+    @classmethod
+    def describe(cls, cfg: S3JediConfig) -> dict:
+        return {"model": cfg.models.sd, **cfg.evaluation.generation.model_dump(mode="json", exclude=set(IGNORED))}

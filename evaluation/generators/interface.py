@@ -1,0 +1,65 @@
+"""What the benchmark runner needs from a generator, and nothing more.
+
+A generator turns (subject, prompts, seeds) into images. It decides what fills the ``{0}`` token of
+the prompt templates (nothing for finetuning-free methods, ``sks`` for a DreamBooth model) and which
+of the subject's photos it looks at. Subjects travel with their photos as bytes, so an actor on any
+node of a cluster can generate without a shared disk.
+
+Adding a generator (e.g. fine-tuned subject directories) is one module with a class following
+``Generator`` plus one entry in ``evaluation.generators.GENERATORS`` and in the
+``evaluation.generation.method`` choices.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from PIL import Image
+
+from core.config import S3JediConfig
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class SubjectInput:
+    name: str
+    class_name: str
+    photos: tuple[tuple[str, bytes], ...]
+    """(file name, encoded file) of every real photo, sorted by name."""
+
+    def images(self, count: int | None = None) -> list[Image.Image]:
+        """The first ``count`` photos (all by default), decoded as RGB."""
+        return [Image.open(io.BytesIO(data)).convert("RGB") for _, data in self.photos[:count]]
+
+
+class Generator(Protocol):
+    def token(self, subject: SubjectInput) -> str:
+        """What replaces ``{0}`` in the prompt templates for this subject."""
+        ...
+
+    @classmethod
+    def inputs(cls, cfg: S3JediConfig, subject: SubjectInput) -> list[str]:
+        """File names of the photos the generator conditions on (recorded per image). Called in the
+        driver for every subject before any model loads, so a subject it cannot handle is a
+        one-line error naming the setting (ValueError), not a failed actor."""
+        ...
+
+    def generate(self, subject: SubjectInput, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (prompt, seed); image i depends only on prompts[i] and seeds[i]."""
+        ...
+
+    @classmethod
+    def describe(cls, cfg: S3JediConfig) -> dict:
+        """Model and sampling settings from the config, JSON-able: recorded with the run and part of
+        its resume fingerprint (known before any model is loaded)."""
+        ...
+
+
+def seeded(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per image: the same seed gives the same initial noise on CPU and GPU and
+    whatever else is in the batch."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]

@@ -1,0 +1,53 @@
+"""JeDi, finetuning-free: the first k photos of the subject are the references of every image."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from core import zoo
+from core.config import S3JediConfig
+from core.zoo.families.jedi import read_spec
+from evaluation.generators.interface import DTYPES, SubjectInput, seeded
+
+
+class JeDiGenerator:
+    def __init__(self, cfg: S3JediConfig, device: str):
+        self.ref = cfg.models.jedi
+        self.settings = cfg.evaluation.generation
+        self.pipe = zoo.load("jedi", self.ref, home=cfg.home, device=device, dtype=DTYPES[self.settings.dtype])
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def token(self, subject: SubjectInput) -> str:
+        return ""
+
+    @classmethod
+    def inputs(cls, cfg: S3JediConfig, subject: SubjectInput) -> list[str]:
+        k = cfg.evaluation.generation.references
+        if len(subject.photos) < k:
+            raise ValueError(
+                f"evaluation.generation.references: {k} references wanted, "
+                f"subject {subject.name!r} has {len(subject.photos)} photos"
+            )
+        most = read_spec(cfg.models.jedi, cfg.home).max_set_size - 1
+        if k > most:
+            raise ValueError(
+                f"evaluation.generation.references: {k} references wanted, models.jedi takes at most {most}"
+            )
+        return [name for name, _ in subject.photos[:k]]
+
+    def generate(self, subject: SubjectInput, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        s = self.settings
+        return self.pipe(
+            subject.images(s.references),
+            prompts,
+            num_inference_steps=s.steps,
+            guidance_scale=s.guidance_scale,
+            image_guidance_scale=s.image_guidance_scale,
+            height=s.resolution,
+            width=s.resolution,
+            generator=seeded(seeds),
+        ).images
+
+    @classmethod
+    def describe(cls, cfg: S3JediConfig) -> dict:
+        return {"model": cfg.models.jedi, **cfg.evaluation.generation.model_dump(mode="json")}

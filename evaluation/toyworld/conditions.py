@@ -1,0 +1,67 @@
+"""The rows of the ToyWorld experiment and how each one generates its images.
+
+Every condition generates one image per trial with the trial's own sampler noise, so conditions are
+compared on identical noise, references and prompts (only the condition differs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.config.toyworld import ToyWorldEvalSection
+from evaluation.toyworld.trials import Trial
+
+PROMPTS_PER_CALL = 16
+FLOOR_REFERENCES = 1
+"""The floor row passes one reference that its pipeline cannot see (coupling off): plain text-to-image."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    label: str
+    model: str
+    """``jedi`` (the recipe's JeDi export) or ``base`` (the base stage's export)."""
+    k: int
+    lam: float
+    coupled: bool
+    loss_gap: bool
+    """Whether the row reports its own loss gap (λ only changes sampling, not the loss)."""
+
+
+def conditions(ev: ToyWorldEvalSection) -> list[Condition]:
+    """Floor, JeDi with each K (λ = 1), JeDi K = 2 with each λ ≠ 1, JeDi K = 2 with coupling off."""
+    k2 = 2 if 2 in ev.references else ev.references[0]
+    rows = [Condition("floor", "base model, no references (floor)", "base", FLOOR_REFERENCES, 1.0, False, False)]
+    rows += [Condition(f"jedi-k{k}", f"JeDi, {k} reference{'s' * (k > 1)}, λ = 1", "jedi", k, 1.0, True, True)
+             for k in sorted(set(ev.references))]
+    rows += [Condition(f"jedi-k{k2}-l{lam:g}", f"JeDi, {k2} references, λ = {lam:g}", "jedi", k2, lam, True, False)
+             for lam in ev.image_guidance_scales if lam != 1.0]
+    rows.append(Condition(f"jedi-k{k2}-uncoupled", f"JeDi, {k2} references, coupled attention off", "jedi", k2, 1.0,
+                          False, True))
+    return rows
+
+
+@torch.no_grad()
+def generate(pipe, trials: list[Trial], cond: Condition, size: int, ev: ToyWorldEvalSection) -> list[np.ndarray]:
+    """One ``size``×``size``×3 uint8 image per trial."""
+    pipe.set_progress_bar_config(disable=True)
+    images: list[np.ndarray] = []
+    for start in range(0, len(trials), PROMPTS_PER_CALL):
+        chunk = trials[start : start + PROMPTS_PER_CALL]
+        out = pipe(
+            [t.references(cond.k, size) for t in chunk],
+            [t.prompt for t in chunk],
+            num_inference_steps=ev.steps,
+            guidance_scale=ev.guidance_scale,
+            image_guidance_scale=cond.lam,
+            coupled=cond.coupled,
+            height=size,
+            width=size,
+            generator=[torch.Generator().manual_seed(t.seed) for t in chunk],
+        ).images
+        images += [np.asarray(im.convert("RGB")) for im in out]
+    return images

@@ -1,0 +1,225 @@
+"""The ToyWorld report: Markdown and HTML from one list of blocks, plus grids, per-image records and JSON.
+
+Files written into the report directory::
+
+    report.md, report.html   targets, the main table, losses, what the failures drew, grids
+    results.json             every estimate (mean, lo, hi, n) per condition, losses, settings
+    records.csv              one row per generated image: condition, trial, oracle reading, scores
+    grids/<subject>.png      per novel subject: references, the answer, each condition's samples
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+
+from core.config import S3JediConfig
+from evaluation.toyworld.experiment import CHANCE, ExperimentResult, Row
+
+SCALE = 4
+LABEL_PX = 260
+STYLE = (
+    "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#111}table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
+    "img{image-rendering:pixelated;border:1px solid #ccc;max-width:100%}"
+)
+
+
+def _pct(est: dict) -> str:
+    if not est or not est["n"]:
+        return "–"
+    return f"{100 * est['mean']:+.1f}% [{100 * est['lo']:+.1f}, {100 * est['hi']:+.1f}]"
+
+
+def _frac(est: dict) -> str:
+    if not est or not est["n"]:
+        return "–"
+    return f"{est['mean']:.3f} [{est['lo']:.3f}, {est['hi']:.3f}]"
+
+
+def _holds(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def targets(result: ExperimentResult) -> list[list[str]]:
+    """The issue's targets, each with what was measured and whether it holds."""
+    out = []
+    k2 = next((r for r in result.rows if r.condition.key == "jedi-k2"), None)
+    best = result.row(result.best_lambda)
+    if k2 is not None and "loss_gap" in k2.metrics:
+        gap = k2.metrics["loss_gap"]
+        out.append(["loss gap (JeDi, 2 references) ≥ 20%", _pct(gap), _holds(gap["mean"] >= 0.2)])
+    for row in dict.fromkeys([r for r in (k2, best) if r is not None]):
+        idt, scene = row.metrics["identity"], row.metrics["scene"]
+        out.append([f"identity ≥ 0.8 and scene accuracy ≥ 0.9 ({row.condition.label})",
+                    f"{idt['mean']:.3f} / {scene['mean']:.3f}", _holds(idt["mean"] >= 0.8 and scene["mean"] >= 0.9)])
+    for key in ("floor", next((r.condition.key for r in result.rows if not r.condition.coupled
+                              and r.condition.model == "jedi"), None)):
+        if key is None:
+            continue
+        idt = result.row(key).metrics["identity"]
+        out.append([f"{result.row(key).condition.label}: identity at chance ({CHANCE['identity']:.3f}), i.e. the "
+                    "interval's lower end ≤ chance", _frac(idt), _holds(idt["lo"] <= CHANCE["identity"])])
+    return out
+
+
+def main_table(result: ExperimentResult) -> list[list[str]]:
+    rows = []
+    for row in result.rows:
+        m = row.metrics
+        label = row.condition.label + (" (best λ)" if row.condition.key == result.best_lambda else "")
+        rows.append([label, _pct(m.get("loss_gap")), _frac(m["identity"]), _frac(m["scene"]), _frac(m["shape"]),
+                     _frac(m["colour"]), str(m["identity"]["n"])])
+    return rows
+
+
+def failure_table(result: ExperimentResult, row: Row) -> list[list[str]]:
+    """What the oracle read where ``row`` missed the identity: the investigation's first clue."""
+    misses = [r for r in result.records if r["condition"] == row.condition.key and not r["identity"]]
+    counts = Counter((r["subject"], f"{r['read_colour']} {r['read_shape']}") for r in misses)
+    return [[subject, drawn, str(n)] for (subject, drawn), n in counts.most_common(12)]
+
+
+def _label_font():
+    return ImageFont.load_default(size=12)
+
+
+def subject_grid(result: ExperimentResult, subject_slug: str) -> Image.Image:
+    """Columns = the subject's trials; rows = its references, the answer, then each condition's sample."""
+    trials = [t for t in result.trials if t.subject.slug == subject_slug]
+    index = {t.id: i for i, t in enumerate(result.trials)}
+    k = len(trials[0].ref_scenes)
+    rows: list[tuple[str, list[np.ndarray]]] = [
+        (f"reference {j + 1} ({', '.join(t.ref_scenes[j] for t in trials)})",
+         [np.asarray(t.references(j + 1, result.size)[j]) for t in trials]) for j in range(k)
+    ]
+    rows.append(("answer: the subject in the prompt's scene", [np.asarray(t.target(result.size)) for t in trials]))
+    rows += [(row.condition.label, [result.images[row.condition.key][index[t.id]] for t in trials]) for row in result.rows]
+    side = result.size * SCALE
+    grid = Image.new("RGB", (LABEL_PX + len(trials) * (side + 2), len(rows) * (side + 2)), (255, 255, 255))
+    draw, font = ImageDraw.Draw(grid), _label_font()
+    for r, (label, images) in enumerate(rows):
+        draw.multiline_text((4, r * (side + 2) + 4), _wrap(label, 36), fill=(20, 20, 20), font=font)
+        for c, image in enumerate(images):
+            thumb = Image.fromarray(image).resize((side, side), Image.Resampling.NEAREST)
+            grid.paste(thumb, (LABEL_PX + c * (side + 2), r * (side + 2)))
+    return grid
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _blocks(cfg: S3JediConfig, result: ExperimentResult, grids: list[str]) -> list[tuple]:
+    ev = cfg.toyworld.eval
+    best = result.row(result.best_lambda)
+    n_subjects = len({t.subject for t in result.trials})
+    blocks: list[tuple] = [
+        ("h", 1, "ToyWorld: personalization on novel subjects"),
+        ("p", f"JeDi model `{ev.jedi}`, base model `{ev.base}`; {len(result.trials)} trials = {n_subjects} novel "
+              f"subjects × {ev.trials} seeds; {result.size} px; {ev.steps} DDIM steps, text guidance s = "
+              f"{ev.guidance_scale:g}; loss gap over {ev.loss_timesteps} timesteps with fixed noise. Prompts name "
+              f"only the scene and a generic word (`{result.trials[0].prompt}`). Intervals: "
+              f"{ev.confidence:.0%} percentile bootstrap over trials ({ev.resamples} resamples). "
+              f"Chance: identity {CHANCE['identity']:.3f}, shape {CHANCE['shape']:.3f}, colour "
+              f"{CHANCE['colour']:.3f}. Took {result.seconds:.0f} s."),
+        ("h", 2, "Targets"),
+        ("table", ["expectation", "measured", "holds"], targets(result)),
+        ("h", 2, "Results"),
+        ("table", ["method", "loss gap (wrong-ref / right-ref − 1)", "identity (oracle)", "scene accuracy",
+                   "shape", "colour", "trials"], main_table(result)),
+        ("p", "λ rows share the 2-reference loss gap (λ changes sampling, not the model's prediction). "
+              "Best λ is picked on these same trials, so its row is optimistic."),
+        ("h", 2, "Mean target losses"),
+        ("table", ["setting", "MSE"], [[k, f"{v:.5f}"] for k, v in result.losses.items()]),
+        ("h", 2, f"What {best.condition.label} drew when identity was wrong"),
+        ("table", ["subject", "oracle read", "images"], failure_table(result, best) or [["–", "no misses", "0"]]),
+        ("h", 2, "Grids"),
+    ]
+    blocks += [("img", g, g) for g in grids]
+    return blocks
+
+
+def _cell_html(text: str) -> str:
+    escaped = html.escape(text)
+    return escaped.replace("**no**", "<b>no</b>")
+
+
+def to_markdown(blocks: list[tuple]) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            out.append("#" * block[1] + " " + block[2])
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "table":
+            header, rows = block[1], block[2]
+            out.append("\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                                  *("| " + " | ".join(r) + " |" for r in rows)]))
+        elif kind == "img":
+            out.append(f"![{block[2]}]({block[1]})")
+    return "\n\n".join(out) + "\n"
+
+
+def to_html(blocks: list[tuple]) -> str:
+    body = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            body.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+        elif kind == "p":
+            body.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
+            rows = "".join("<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in r) + "</tr>" for r in block[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "img":
+            body.append(f"<p><img src='{html.escape(block[1])}' alt='{html.escape(block[2])}'></p>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ToyWorld report</title><style>{STYLE}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def _json_safe(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def write_report(cfg: S3JediConfig, result: ExperimentResult, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grids").mkdir(exist_ok=True)
+    grids = []
+    for slug in dict.fromkeys(t.subject.slug for t in result.trials):
+        subject_grid(result, slug).save(out / "grids" / f"{slug}.png")
+        grids.append(f"grids/{slug}.png")
+    blocks = _blocks(cfg, result, grids)
+    (out / "report.md").write_text(to_markdown(blocks))
+    (out / "report.html").write_text(to_html(blocks))
+    pd.DataFrame.from_records(result.records).to_csv(out / "records.csv", index=False)
+    payload = {
+        "settings": cfg.toyworld.eval.model_dump(),
+        "seed": cfg.seed,
+        "size": result.size,
+        "trials": len(result.trials),
+        "best_lambda": result.best_lambda,
+        "chance": CHANCE,
+        "losses": result.losses,
+        "seconds": result.seconds,
+        "rows": [{"key": r.condition.key, "label": r.condition.label, "metrics": _json_safe(r.metrics)}
+                 for r in result.rows],
+        "targets": targets(result),
+    }
+    (out / "results.json").write_text(json.dumps(payload, indent=1))
+    return out / "report.md"

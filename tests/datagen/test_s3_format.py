@@ -1,0 +1,117 @@
+"""core.s3: the published format, its writer and its readers, on hand-made sets with known pixels."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from core.s3 import (
+    SETS_SCHEMA,
+    CorruptImageError,
+    ImageSet,
+    SchemaVersionError,
+    decode_image,
+    decode_mask,
+    encode_mask,
+    iter_sets,
+    read_rejects,
+    sets_table,
+    write_sets,
+    write_table,
+)
+from core.s3.reader import _training_columns
+from core.s3.schema import VERSION_KEY
+
+
+def _set(set_id: str, n: int, seed: int) -> ImageSet:
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)) for _ in range(n)]
+    masks = [rng.random((16, 24)) > 0.5 for _ in range(n)]
+    return ImageSet(
+        set_id=set_id,
+        category="mug",
+        subject=f"a mug number {set_id}",
+        images=images,
+        masks=masks,
+        prompts=[f"{set_id} caption {i}" for i in range(n)],
+        seeds=list(range(n)),
+        seed=seed,
+        consistency=0.97,
+        style=None if seed % 2 else "make it pixel art",
+    )
+
+
+def test_round_trip_keeps_pixels_masks_and_captions(tmp_path):
+    sets = [_set("a", 2, 1), _set("b", 3, 2)]
+    write_sets(sets, str(tmp_path))
+    back = list(iter_sets(str(tmp_path)))
+    assert [s.set_id for s in back] == ["a", "b"]
+    for want, got in zip(sets, back, strict=True):
+        assert len(got) == len(want) and got.prompts == want.prompts and got.style == want.style
+        for wi, gi, wm, gm in zip(want.images, got.images, want.masks, got.masks, strict=True):
+            assert np.array_equal(np.asarray(wi), np.asarray(gi))
+            assert gm.dtype == bool and np.array_equal(wm, gm)
+        assert got.provenance["stage_versions"].keys() == want.provenance["stage_versions"].keys()
+    assert not list(tmp_path.rglob("*.tmp")), "atomic writes leave no temporary file"
+
+
+def test_image_set_checks_parallel_lists():
+    s = _set("a", 2, 1)
+    with pytest.raises(ValueError, match="2 images, 2 masks, 1 prompts"):
+        ImageSet("x", "mug", "m", s.images, s.masks, s.prompts[:1])
+    with pytest.raises(ValueError, match="mask 0 is"):
+        ImageSet("x", "mug", "m", s.images, [np.zeros((3, 3), bool)] * 2, s.prompts)
+
+
+def test_rows_of_a_wrong_type_are_refused_at_write_time():
+    row = _set("a", 2, 1).to_row()
+    row["seed"] = "seven"
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        sets_table([row])
+
+
+def test_readers_refuse_another_schema_version(tmp_path):
+    table = sets_table([_set("a", 2, 1).to_row()])
+    meta = dict(table.schema.metadata)
+    meta[VERSION_KEY] = b"999"
+    write_table(table.replace_schema_metadata(meta), str(tmp_path / "sets" / "shard-00000.parquet"))
+    with pytest.raises(SchemaVersionError, match="version 999; this code reads version 1"):
+        list(iter_sets(str(tmp_path)))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no Parquet files"):
+        list(iter_sets(str(empty)))
+
+
+def test_codec_refuses_corrupt_and_non_png_bytes():
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="JPEG")
+    for blob, match in ((b"", "empty"), (b"\x89PNG garbage", "unreadable"), (buf.getvalue(), "expected PNG")):
+        with pytest.raises(CorruptImageError, match=match):
+            decode_image(blob)
+    big = encode_mask(np.ones((100, 100), bool))
+    with pytest.raises(CorruptImageError, match="exceeds 100 pixels"):
+        decode_mask(big, max_pixels=100)
+
+
+def test_training_columns_are_aligned_lists_even_for_sliced_batches():
+    sets = [_set(f"s{i}", 2 + i % 2, i) for i in range(5)]
+    batch = sets_table(s.to_row() for s in sets).slice(2, 3)  # Ray hands map_batches slices like this
+    rows = _training_columns(batch).to_pylist()
+    assert [r["set_id"] for r in rows] == ["s2", "s3", "s4"]
+    for row, s in zip(rows, sets[2:], strict=True):
+        assert len(row["images"]) == len(row["masks"]) == len(row["captions"]) == len(s)
+        assert row["captions"] == s.prompts
+        assert np.array_equal(np.asarray(decode_image(row["images"][-1])), np.asarray(s.images[-1]))
+        assert np.array_equal(decode_mask(row["masks"][0]), s.masks[0])
+
+
+def test_rejects_reader_on_a_dataset_without_rejects(tmp_path):
+    assert read_rejects(str(tmp_path)).num_rows == 0
+    schema = pq.read_schema(write_sets([_set("a", 2, 1)], str(tmp_path)))
+    assert schema.equals(SETS_SCHEMA) and schema.metadata == SETS_SCHEMA.metadata

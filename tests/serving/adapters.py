@@ -1,0 +1,74 @@
+"""Real fine-tuned subjects for tests, made the way the trainers make them (tiny SD, real files).
+
+A PEFT LoRA with *random* (non-zero) A and B matrices on the UNet's attention projections, saved
+through ``StableDiffusionPipeline.save_lora_weights``; and a textual-inversion embedding saved in
+diffusers' ``learned_embeds`` format. No training happens: the weights only have to be non-trivial
+so that applying them visibly changes the output.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from core.subjects import EMBEDDINGS_FILE, LORA_FILE, UNET_DIR, SubjectCard, SubjectWeights, write_card
+
+
+def _card(subject_id: str, method: str, weights: SubjectWeights, tokens=("<sks>",)) -> SubjectCard:
+    return SubjectCard(
+        subject_id=subject_id,
+        method=method,
+        base_model="tiny",
+        tokens=list(tokens),
+        class_word="dog",
+        prompt_template="a photo of {0} {1}",
+        weights=weights,
+        steps=10,
+        metrics={"loss": 0.1},
+    )
+
+
+def make_lora_subject(store: Path, subject_id: str, base_pipe, seed: int = 1) -> Path:
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = copy.deepcopy(base_pipe.unet)
+    torch.manual_seed(seed)
+    unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    )
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    out = Path(store) / subject_id
+    out.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(
+        str(out), unet_lora_layers=layers, weight_name=LORA_FILE, safe_serialization=True
+    )
+    write_card(out, _card(subject_id, "dreambooth", SubjectWeights(lora=LORA_FILE)))
+    return out
+
+
+def make_ti_subject(store: Path, subject_id: str, base_pipe, tokens=("<sks>",), seed: int = 2) -> Path:
+    dim = base_pipe.text_encoder.get_input_embeddings().weight.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    out = Path(store) / subject_id
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({t: torch.randn(1, dim, generator=gen) for t in tokens}, str(out / EMBEDDINGS_FILE))
+    write_card(out, _card(subject_id, "ti", SubjectWeights(embeddings=EMBEDDINGS_FILE), tokens))
+    return out
+
+
+def make_unet_subject(store: Path, subject_id: str, base_pipe, seed: int = 3) -> Path:
+    unet = copy.deepcopy(base_pipe.unet)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    out = Path(store) / subject_id
+    unet.save_pretrained(str(out / UNET_DIR), safe_serialization=True)
+    write_card(out, _card(subject_id, "two-stage", SubjectWeights(unet=UNET_DIR)))
+    return out

@@ -1,0 +1,16 @@
+"""Two-stage adjective-token method: stage 1 learns an adjective-like token ("<rare>", from "rare") for
+"a photo of <rare> [class]"; stage 2 fine-tunes the UNet on the same prompt with the token and the
+text encoder frozen and no prior preservation (the class noun keeps the prior)."""
+
+from __future__ import annotations
+
+from core.config.finetune import TwoStageSection
+from training.finetune.plan import TOKENS, UNET, MethodPlan, Stage
+
+
+def plan(cfg: TwoStageSection) -> MethodPlan:
+    stages = (
+        Stage("token", cfg.stage1.steps, cfg.stage1.optim, frozenset({TOKENS})),
+        Stage("unet", cfg.stage2.steps, cfg.stage2.optim, frozenset({UNET})),
+    )
+    return MethodPlan("two-stage", None, cfg.token, cfg.prompt_template, cfg.unet, stages)

@@ -1,0 +1,1 @@
+"""JeDi training on Ray Train: multi-source image sets → coupled-attention UNet."""
