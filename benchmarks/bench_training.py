@@ -64,7 +64,7 @@ def plain_loop(cfg) -> float:
             yield from rows
 
     it = forever()
-    null = models.encode_text([""], device)
+    null = models.encode_text([""])
     images, start = 0, 0.0
     for step in range(STEPS):
         if step == STEPS - WINDOW:
@@ -84,8 +84,7 @@ def plain_loop(cfg) -> float:
             flip=True,
         )
         gens = [set_generator(0, step, 0, s, device) for s in mb.set_ids]
-        pixels = torch.from_numpy(mb.pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
-        mean, std = models.latent_posterior(pixels)
+        mean, std = models.latent_posterior(mb.pixels)
         latents = mean + std * torch.cat(
             [torch.randn(mean[i * 3 : (i + 1) * 3].shape, generator=g) for i, g in enumerate(gens)]
         )
@@ -93,7 +92,7 @@ def plain_loop(cfg) -> float:
             models.unet,
             models.noise_scheduler,
             latents,
-            models.encode_text(mb.captions, device),
+            models.encode_text(mb.captions),
             null,
             set_size=3,
             generator=gens,

@@ -19,6 +19,8 @@ from evaluation import cli as evaluation_cli
 from serving import cli as serving_cli
 from training import cli as training_cli
 from training.finetune import cli as finetune_cli
+from training.multiconcept import cli as multiconcept_cli
+from training.selfdistill import cli as selfdistill_cli
 
 app = typer.Typer(
     help="s3jedi: build same-subject image sets (S3), train JeDi, serve personalized text-to-image.",
@@ -30,6 +32,8 @@ app.add_typer(datagen_cli.app, name="datagen")
 app.add_typer(evaluation_cli.app, name="eval")
 app.add_typer(training_cli.app, name="train")
 app.add_typer(finetune_cli.app, name="finetune")
+app.add_typer(selfdistill_cli.app, name="selfdistill")
+app.add_typer(multiconcept_cli.app, name="multiconcept")
 app.add_typer(serving_cli.app, name="serve")
 app.add_typer(submit.app, name="submit")
 app.add_typer(manifests.app, name="manifests")

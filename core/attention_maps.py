@@ -14,11 +14,18 @@ layer's own projections (so LoRA layers and q/k norms count) and records it, ave
 the store. The maps keep their autograd graph, so a loss on them trains whatever produced the text
 states. The store travels with the call and is never kept on the model, so concurrent calls capture
 independently. Self-attention layers are wrapped too, only so diffusers accepts the keyword.
+
+``token_maps`` turns a store into one spatial map per token, averaged over every cross-attention layer
+(each laid out on its own grid and resized to a common one); ``timestep_averaged_maps`` also averages
+over several noise levels of the same latent — how the concept-driven EM reads a concept's mask.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 STORE_KWARG = "attention_store"
@@ -109,3 +116,59 @@ def capture_cross_attention(unet: torch.nn.Module) -> list[str]:
     cross = [p.name for p in processors.values() if p.cross]
     unet.set_attn_processor(processors)  # diffusers empties the dict it is given
     return cross
+
+
+def layer_grid(queries: int, latent_size: tuple[int, int]) -> tuple[int, int]:
+    """The ``(h, w)`` grid of a layer with ``queries`` positions in a UNet fed ``latent_size`` latents
+    (each level halves the sides, rounding up like diffusers' stride-2 convolutions)."""
+    h, w = latent_size
+    for level in range(16):
+        grid = (math.ceil(h / 2**level), math.ceil(w / 2**level))
+        if grid[0] * grid[1] == queries:
+            return grid
+    raise ValueError(f"attention maps: {queries} positions fit no level of a {h}x{w} latent")
+
+
+def token_maps(store: AttentionStore, positions: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Cross-attention of the tokens at ``positions`` averaged over every captured layer: ``(B, K, *size)``.
+
+    ``positions`` is ``(K,)`` (the same token indices in every row) or ``(B, K)``. Each layer's maps are
+    laid out on that layer's grid, resized bilinearly to ``size`` (the latent size) and averaged with
+    equal weight per layer, so low-resolution layers count as much as high-resolution ones. The autograd
+    graph is kept: a loss on the maps trains the token embeddings."""
+    if not store.maps:
+        raise ValueError("token_maps: no cross-attention maps were captured (capture_cross_attention(unet)?)")
+    total = None
+    for probs in store.maps.values():
+        batch, queries, _ = probs.shape
+        index = positions.expand(batch, -1) if positions.ndim == 1 else positions
+        picked = torch.gather(probs, 2, index.unsqueeze(1).expand(-1, queries, -1))  # (B, Q, K)
+        grid = layer_grid(queries, size)
+        maps = picked.transpose(1, 2).reshape(batch, -1, *grid).float()
+        if grid != tuple(size):
+            maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        total = maps if total is None else total + maps
+    return total / len(store.maps)
+
+
+@torch.no_grad()
+def timestep_averaged_maps(
+    unet: torch.nn.Module,
+    noise_scheduler,
+    latents: torch.Tensor,
+    states: torch.Tensor,
+    positions: torch.Tensor,
+    timesteps: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """``(K, h, w)`` maps of the tokens at ``positions`` (``(K,)``) for one latent ``(1, C, h, w)``,
+    averaged over every cross-attention layer and over ``timesteps`` ``(T,)``.
+
+    The latent is noised to each timestep with ``noise`` ``(T, C, h, w)`` (the caller draws it, so the
+    maps are reproducible) and the ``T`` noisy copies go through the UNet in one call with the text
+    states ``(1, L, D)``. The UNet must have been prepared with ``capture_cross_attention``."""
+    count = timesteps.shape[0]
+    noisy = noise_scheduler.add_noise(latents.expand(count, -1, -1, -1), noise, timesteps)
+    store = AttentionStore()
+    unet(noisy, timesteps, states.expand(count, -1, -1), cross_attention_kwargs={STORE_KWARG: store})
+    return token_maps(store, positions, tuple(latents.shape[-2:])).mean(dim=0)

@@ -11,17 +11,16 @@ asked. ``parse_answer`` accepts what instruct models really emit (a JSON object,
 ``bad-characters`` (control characters, markup).
 
 The template backend writes answers in the same format and goes through the same parser, so the
-parser is exercised on every run.
+parser is exercised on every run. The app-neutral part (JSON extraction, schema reasons, the character
+whitelist) is ``core.llm_json``, shared with self-distillation's prompt writer.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
-import jsonschema
-
 from core.config.datagen import SubjectsSection
+from core.llm_json import InvalidAnswer, check_characters, parse_json
 
 SYSTEM = (
     "You write subjects for a dataset of photographs of everyday objects. "
@@ -43,15 +42,6 @@ HINTS = (
     "a miniature one",
 )
 """Variety with greedy decoding: subjects of one category differ in their hint (picked by seed)."""
-
-_ALLOWED = re.compile(r"^[\w\s,.'\"&()/:;!?+%#-]+$")
-
-
-class InvalidAnswer(ValueError):
-    def __init__(self, reason: str, details: str):
-        super().__init__(f"{reason}: {details}")
-        self.reason = reason
-        self.details = details
 
 
 def user_prompt(category: str, hint: str, cfg: SubjectsSection) -> str:
@@ -85,22 +75,6 @@ def answer_schema(cfg: SubjectsSection) -> dict:
     }
 
 
-_SCHEMA_REASONS = {"maxLength": "too-long", "maxItems": "too-long", "minLength": "too-short", "minItems": "too-short"}
-
-
-def _extract_object(text: str) -> dict:
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
-        raise InvalidAnswer("not-json", f"no JSON object in {text[:200]!r}")
-    try:
-        value = json.loads(text[start : end + 1])
-    except json.JSONDecodeError as exc:
-        raise InvalidAnswer("not-json", f"{exc.msg} at {exc.pos} in {text[:200]!r}") from None
-    if not isinstance(value, dict):
-        raise InvalidAnswer("wrong-format", f"expected an object, got {type(value).__name__}")
-    return value
-
-
 def _normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
@@ -113,18 +87,10 @@ def names_category(subject: str, category: str) -> bool:
 
 def parse_answer(text: str | None, category: str, cfg: SubjectsSection) -> tuple[str, list[str]]:
     """``(subject, scenes)`` from an LLM reply, or ``InvalidAnswer`` with the reason."""
-    if text is None or not text.strip():
-        raise InvalidAnswer("empty", "the reply is empty")
-    value = _extract_object(text)
-    errors = sorted(jsonschema.Draft202012Validator(answer_schema(cfg)).iter_errors(value), key=lambda e: e.path)
-    if errors:
-        first = errors[0]
-        raise InvalidAnswer(_SCHEMA_REASONS.get(first.validator, "wrong-format"), first.message[:300])
+    value = parse_json(text, answer_schema(cfg))
     subject = " ".join(value["subject"].split())
     scenes = [" ".join(s.split()) for s in value["scenes"]]
-    for part in (subject, *scenes):
-        if not _ALLOWED.match(part):
-            raise InvalidAnswer("bad-characters", f"{part[:200]!r}")
+    check_characters([subject, *scenes])
     if not names_category(subject, category):
         raise InvalidAnswer("missing-category", f"{subject!r} does not name {category!r}")
     return subject, scenes

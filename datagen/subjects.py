@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from core.config import S3JediConfig
 from core.config.datagen import SubjectsSection
+from core.llm_json import ChatWriter
 from datagen.categories import CategoryReject, NoCategoriesError, choose, clean_categories, read_categories, subject_ids
 from datagen.llm_contract import HINTS, SYSTEM, InvalidAnswer, dedup_key, parse_answer, user_prompt
 from datagen.rows import Reject, error_details
@@ -100,20 +101,11 @@ def template_answer(request: dict, cfg: SubjectsSection) -> str:
     return json.dumps({"subject": f"a {colour} {material} {request['category']} with {detail}", "scenes": scenes})
 
 
-class TransformersWriter:
-    """Answers with a local chat model (``models.llm``). Greedy decoding runs batched (its output does
-    not depend on the batch); sampling runs one request at a time with the request's own seed, because a
-    batch shares one random stream and a resumed run would batch differently."""
+class TransformersWriter(ChatWriter):
+    """Answers with a local chat model (``models.llm``), batched when greedy (``core.llm_json.ChatWriter``)."""
 
     def __init__(self, llm, cfg: SubjectsSection):
-        self.llm = llm
-        self.cfg = cfg
-
-    def __call__(self, batch: list[dict]) -> list[str]:
-        kwargs = dict(system=SYSTEM, max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature)
-        if self.cfg.temperature == 0:
-            return self.llm.generate([r["prompt"] for r in batch], **kwargs)
-        return [self.llm.generate([r["prompt"]], seed=r["seed"] % 2**32, **kwargs)[0] for r in batch]
+        super().__init__(llm, SYSTEM, cfg.max_new_tokens, cfg.temperature)
 
 
 def parse(request: dict, answer: str | None, error: str | None, cfg: SubjectsSection) -> dict:

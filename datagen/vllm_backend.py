@@ -16,43 +16,21 @@ from typing import Any
 from core import zoo
 from core.config import S3JediConfig
 from core.config.datagen import SubjectsSection
-from datagen.llm_contract import answer_schema
+from core.llm_json import VllmRequests, vllm_processor, vllm_processor_config
+from datagen.llm_contract import SYSTEM, answer_schema
 
 REQUEST_KEYS = ("subject_id", "category", "seed")
 
 
 def processor_config(cfg: S3JediConfig):
-    from ray.data.llm import vLLMEngineProcessorConfig
-
-    v = cfg.datagen.subjects.vllm
-    return vLLMEngineProcessorConfig(
-        model_source=zoo.resolve("llm", cfg.models.llm, cfg.home),
-        engine_kwargs=dict(v.engine_kwargs),
-        concurrency=v.concurrency,
-        batch_size=v.batch_size,
-        accelerator_type=v.accelerator_type,
-        should_continue_on_error=True,
-    )
+    return vllm_processor_config(cfg.datagen.subjects.vllm, zoo.resolve("llm", cfg.models.llm, cfg.home))
 
 
-class Preprocess:
+class Preprocess(VllmRequests):
     """Request row → the processor's input: chat messages and per-row sampling parameters."""
 
     def __init__(self, cfg: SubjectsSection):
-        self.cfg = cfg
-        self.schema = answer_schema(cfg)
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            **{k: row[k] for k in REQUEST_KEYS},
-            "messages": [{"role": "system", "content": row["system"]}, {"role": "user", "content": row["prompt"]}],
-            "sampling_params": {
-                "temperature": self.cfg.temperature,
-                "max_tokens": self.cfg.max_new_tokens,
-                "seed": int(row["seed"]) % 2**31,
-                "structured_outputs": {"json": self.schema},
-            },
-        }
+        super().__init__(SYSTEM, answer_schema(cfg), cfg.temperature, cfg.max_new_tokens, REQUEST_KEYS)
 
 
 def postprocess(row: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +40,5 @@ def postprocess(row: dict[str, Any]) -> dict[str, Any]:
 
 def build(cfg: S3JediConfig):
     """The vLLM processor: apply it to a dataset of requests (``processor(ds)``)."""
-    from ray.data.llm import build_processor
-
-    return build_processor(processor_config(cfg), preprocess=Preprocess(cfg.datagen.subjects), postprocess=postprocess)
+    sub = cfg.datagen.subjects
+    return vllm_processor(sub.vllm, zoo.resolve("llm", cfg.models.llm, cfg.home), Preprocess(sub), postprocess)

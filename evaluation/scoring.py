@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from core import zoo
 from core.config import S3JediConfig
-from core.metrics.foregrounds import MaskSettings
+from core.metrics.loading import load_suite, scoring_backbones
 from core.metrics.suite import MetricSuite
-
-FAMILY = {"clip_secondary": "clip"}
-"""Zoo family of a backbone role, where the role is not itself a family name."""
 
 
 def backbone_refs(cfg: S3JediConfig) -> dict[str, str]:
-    """Zoo reference of every model that scores: the evaluation section pins its own CLIP/DINO or
-    falls back to ``models.*``; detector and segmenter only when masked scores are on."""
-    sc = cfg.evaluation.scoring
-    refs = {"clip": sc.clip or cfg.models.clip, "dino": sc.dino or cfg.models.dino}
-    if sc.clip_secondary:
-        refs["clip_secondary"] = sc.clip_secondary
-    if sc.masked:
-        refs.update(detector=cfg.models.detector, segmenter=cfg.models.segmenter)
-    return refs
+    """Zoo reference of every model that scores (``core.metrics.loading.scoring_backbones``)."""
+    return scoring_backbones(cfg.evaluation.scoring, cfg.models)
 
 
 def describe_scoring(cfg: S3JediConfig) -> dict:
@@ -32,15 +21,4 @@ def describe_scoring(cfg: S3JediConfig) -> dict:
 
 def build_suite(cfg: S3JediConfig, device: str = "cpu") -> MetricSuite:
     """Load the backbones (fp32, eval mode) and wrap them in the metric suite."""
-    refs = backbone_refs(cfg)
-    sc = cfg.evaluation.scoring
-    models = {key: zoo.load(FAMILY.get(key, key), ref, home=cfg.home, device=device) for key, ref in refs.items()}
-    return MetricSuite(
-        models["clip"],
-        models["dino"],
-        clip_secondary=models.get("clip_secondary"),
-        detector=models.get("detector"),
-        segmenter=models.get("segmenter"),
-        mask_settings=MaskSettings(sc.box_threshold, sc.text_threshold, sc.max_instances) if sc.masked else None,
-        batch_size=cfg.evaluation.compute.encoder_batch,
-    )
+    return load_suite(cfg.evaluation.scoring, cfg.models, cfg.home, device, cfg.evaluation.compute.encoder_batch)

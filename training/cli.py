@@ -8,10 +8,14 @@ import typer
 
 from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
 from training.finetune import cli as finetune_cli
+from training.multiconcept import cli as multiconcept_cli
+from training.selfdistill import cli as selfdistill_cli
 from training.toyworld import cli as toyworld_cli
 
 app = typer.Typer(help="Train models on Ray Train (JeDi; precomputed latents).", no_args_is_help=True)
 app.add_typer(finetune_cli.app, name="finetune")
+app.add_typer(selfdistill_cli.app, name="selfdistill")
+app.add_typer(multiconcept_cli.app, name="multiconcept")
 app.add_typer(toyworld_cli.app, name="toyworld")
 
 

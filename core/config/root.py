@@ -12,7 +12,9 @@ from core.config.datagen import DatagenSection
 from core.config.evaluation import EvaluationConfig
 from core.config.finetune import FinetuneSection
 from core.config.models import ModelsConfig
+from core.config.multiconcept import MultiConceptSection
 from core.config.runtime import RayConfig
+from core.config.selfdistill import SelfDistillSection
 from core.config.serving import ServingConfig
 from core.config.toyworld import ToyWorldSection
 from core.config.training import TrainSection
@@ -29,5 +31,7 @@ class S3JediConfig(Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     train: TrainSection = Field(default_factory=TrainSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+    selfdistill: SelfDistillSection = Field(default_factory=SelfDistillSection)
+    multiconcept: MultiConceptSection = Field(default_factory=MultiConceptSection)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     toyworld: ToyWorldSection = Field(default_factory=ToyWorldSection)

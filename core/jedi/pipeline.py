@@ -43,6 +43,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from core.jedi.attention import attention_kwargs, set_jedi_attention
 from core.jedi.images import prepare_images
 from core.jedi.unet import jedi_spec, unet_input, widen_unet
+from core.text_encoding import encode_prompts
 
 
 def _is_nested(reference_images) -> bool:
@@ -109,17 +110,9 @@ class JeDiPipeline(DiffusionPipeline):
         return self.spec.max_set_size - 1
 
     # -- text ---------------------------------------------------------------------------------
-    @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), L, D) last hidden states of the text encoder, as Stable Diffusion uses them."""
-        ids = self.tokenizer(
-            texts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(self._execution_device)
-        return self.text_encoder(ids)[0].to(self.unet.dtype)
+        return encode_prompts(self.tokenizer, self.text_encoder, texts, self._execution_device).to(self.unet.dtype)
 
     # -- images -------------------------------------------------------------------------------
     @torch.no_grad()

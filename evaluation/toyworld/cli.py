@@ -47,8 +47,9 @@ def eval_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    subject: Annotated[str | None, typer.Option(help="'colour shape', e.g. 'red square' (default: a novel subject)")]
-    = None,
+    subject: Annotated[
+        str | None, typer.Option(help="'colour shape', e.g. 'red square' (default: a novel subject)")
+    ] = None,
     references: Annotated[int, typer.Option(min=1, help="reference images")] = 2,
     image_guidance: Annotated[float, typer.Option(help="image guidance λ")] = 1.0,
     out: Annotated[Path, typer.Option(help="where the grid goes")] = Path("outputs/toyworld/demo"),

@@ -36,12 +36,20 @@ def conditions(ev: ToyWorldEvalSection) -> list[Condition]:
     """Floor, JeDi with each K (λ = 1), JeDi K = 2 with each λ ≠ 1, JeDi K = 2 with coupling off."""
     k2 = 2 if 2 in ev.references else ev.references[0]
     rows = [Condition("floor", "base model, no references (floor)", "base", FLOOR_REFERENCES, 1.0, False, False)]
-    rows += [Condition(f"jedi-k{k}", f"JeDi, {k} reference{'s' * (k > 1)}, λ = 1", "jedi", k, 1.0, True, True)
-             for k in sorted(set(ev.references))]
-    rows += [Condition(f"jedi-k{k2}-l{lam:g}", f"JeDi, {k2} references, λ = {lam:g}", "jedi", k2, lam, True, False)
-             for lam in ev.image_guidance_scales if lam != 1.0]
-    rows.append(Condition(f"jedi-k{k2}-uncoupled", f"JeDi, {k2} references, coupled attention off", "jedi", k2, 1.0,
-                          False, True))
+    rows += [
+        Condition(f"jedi-k{k}", f"JeDi, {k} reference{'s' * (k > 1)}, λ = 1", "jedi", k, 1.0, True, True)
+        for k in sorted(set(ev.references))
+    ]
+    rows += [
+        Condition(f"jedi-k{k2}-l{lam:g}", f"JeDi, {k2} references, λ = {lam:g}", "jedi", k2, lam, True, False)
+        for lam in ev.image_guidance_scales
+        if lam != 1.0
+    ]
+    rows.append(
+        Condition(
+            f"jedi-k{k2}-uncoupled", f"JeDi, {k2} references, coupled attention off", "jedi", k2, 1.0, False, True
+        )
+    )
     return rows
 
 

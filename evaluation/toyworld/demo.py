@@ -24,8 +24,9 @@ from evaluation.toyworld.experiment import load_pipeline, pipeline_size
 SCALE = 6
 
 
-def run_demo(cfg: S3JediConfig, subject: Subject | None, references: int, image_guidance_scale: float,
-             out: Path) -> dict:
+def run_demo(
+    cfg: S3JediConfig, subject: Subject | None, references: int, image_guidance_scale: float, out: Path
+) -> dict:
     ev = cfg.toyworld.eval
     start = time.perf_counter()
     subject = subject or novel_subjects()[0]
@@ -54,8 +55,12 @@ def run_demo(cfg: S3JediConfig, subject: Subject | None, references: int, image_
     grid_path = out / f"toyworld-{subject.slug}.png"
     _grid(refs, ref_scenes, images, new_scenes, size).save(grid_path)
     results = [
-        {"prompt": p, "oracle": f"{r.colour} {r.shape} on the {r.scene}", "identity": r.is_subject(subject),
-         "scene": r.scene == s}
+        {
+            "prompt": p,
+            "oracle": f"{r.colour} {r.shape} on the {r.scene}",
+            "identity": r.is_subject(subject),
+            "scene": r.scene == s,
+        }
         for p, r, s in zip(prompts, readings, new_scenes, strict=True)
     ]
     return {

@@ -84,7 +84,9 @@ def run_experiment(cfg: S3JediConfig) -> ExperimentResult:
     pipes = {"jedi": load_pipeline(ev.jedi, cfg.home), "base": load_pipeline(ev.base, cfg.home)}
     size = pipeline_size(pipes["jedi"])
     if pipeline_size(pipes["base"]) != size:
-        raise ValueError(f"toyworld.eval.base: draws {pipeline_size(pipes['base'])} px images, the JeDi model {size} px")
+        raise ValueError(
+            f"toyworld.eval.base: draws {pipeline_size(pipes['base'])} px images, the JeDi model {size} px"
+        )
     refs = sorted(set(ev.references))
     if refs[-1] > pipes["jedi"].max_references:
         raise ValueError(f"toyworld.eval.references: {refs[-1]} exceeds the model's {pipes['jedi'].max_references}")
@@ -95,14 +97,21 @@ def run_experiment(cfg: S3JediConfig) -> ExperimentResult:
         t = time.perf_counter()
         images[cond.key] = generate(pipes[cond.model], trials, cond, size, ev)
         scored = [score(im, tr) for im, tr in zip(images[cond.key], trials, strict=True)]
-        records += [{"condition": cond.key, "trial": tr.id, "subject": tr.subject.name, "target_scene": tr.target_scene,
-                     **s} for tr, s in zip(trials, scored, strict=True)]
+        records += [
+            {"condition": cond.key, "trial": tr.id, "subject": tr.subject.name, "target_scene": tr.target_scene, **s}
+            for tr, s in zip(trials, scored, strict=True)
+        ]
         row = Row(cond)
         for m in METRICS:
             row.metrics[m] = asdict(bootstrap_mean([s[m] for s in scored], ev.resamples, ev.confidence, cfg.seed))
         rows.append(row)
-        log.info("condition done", condition=cond.key, identity=round(row.metrics["identity"]["mean"], 3),
-                 scene=round(row.metrics["scene"]["mean"], 3), seconds=round(time.perf_counter() - t, 1))
+        log.info(
+            "condition done",
+            condition=cond.key,
+            identity=round(row.metrics["identity"]["mean"], 3),
+            scene=round(row.metrics["scene"]["mean"], 3),
+            seconds=round(time.perf_counter() - t, 1),
+        )
 
     timesteps = eval_timesteps(pipes["jedi"].scheduler.config.num_train_timesteps, ev.loss_timesteps)
     losses = {"alone": float(target_losses(pipes["jedi"], trials, 0, size, timesteps).mean())}
@@ -117,5 +126,6 @@ def run_experiment(cfg: S3JediConfig) -> ExperimentResult:
 
     k2 = [r for r in rows if r.condition.model == "jedi" and r.condition.coupled and r.condition.k == 2]
     best = max(k2 or rows[1:2], key=lambda r: (r.metrics["identity"]["mean"], r.metrics["scene"]["mean"]))
-    return ExperimentResult(rows, records, images, trials, size, losses, best.condition.key,
-                            round(time.perf_counter() - start, 1))
+    return ExperimentResult(
+        rows, records, images, trials, size, losses, best.condition.key, round(time.perf_counter() - start, 1)
+    )

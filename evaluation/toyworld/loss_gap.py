@@ -30,7 +30,7 @@ CHUNK = 256
 def eval_timesteps(num_train_timesteps: int, count: int) -> list[int]:
     """``count`` timesteps evenly spread over the middle 90% of the schedule."""
     lo, hi = 0.05 * num_train_timesteps, 0.95 * num_train_timesteps
-    return [int(round(t)) for t in np.linspace(lo, hi, count)]
+    return [round(float(t)) for t in np.linspace(lo, hi, count)]
 
 
 @torch.no_grad()

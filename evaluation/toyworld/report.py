@@ -56,17 +56,30 @@ def targets(result: ExperimentResult) -> list[list[str]]:
     if k2 is not None and "loss_gap" in k2.metrics:
         gap = k2.metrics["loss_gap"]
         out.append(["loss gap (JeDi, 2 references) ≥ 20%", _pct(gap), _holds(gap["mean"] >= 0.2)])
-    for row in dict.fromkeys([r for r in (k2, best) if r is not None]):
+    for row in {r.condition.key: r for r in (k2, best) if r is not None}.values():
         idt, scene = row.metrics["identity"], row.metrics["scene"]
-        out.append([f"identity ≥ 0.8 and scene accuracy ≥ 0.9 ({row.condition.label})",
-                    f"{idt['mean']:.3f} / {scene['mean']:.3f}", _holds(idt["mean"] >= 0.8 and scene["mean"] >= 0.9)])
-    for key in ("floor", next((r.condition.key for r in result.rows if not r.condition.coupled
-                              and r.condition.model == "jedi"), None)):
+        out.append(
+            [
+                f"identity ≥ 0.8 and scene accuracy ≥ 0.9 ({row.condition.label})",
+                f"{idt['mean']:.3f} / {scene['mean']:.3f}",
+                _holds(idt["mean"] >= 0.8 and scene["mean"] >= 0.9),
+            ]
+        )
+    for key in (
+        "floor",
+        next((r.condition.key for r in result.rows if not r.condition.coupled and r.condition.model == "jedi"), None),
+    ):
         if key is None:
             continue
         idt = result.row(key).metrics["identity"]
-        out.append([f"{result.row(key).condition.label}: identity at chance ({CHANCE['identity']:.3f}), i.e. the "
-                    "interval's lower end ≤ chance", _frac(idt), _holds(idt["lo"] <= CHANCE["identity"])])
+        out.append(
+            [
+                f"{result.row(key).condition.label}: identity at chance ({CHANCE['identity']:.3f}), i.e. the "
+                "interval's lower end ≤ chance",
+                _frac(idt),
+                _holds(idt["lo"] <= CHANCE["identity"]),
+            ]
+        )
     return out
 
 
@@ -75,8 +88,17 @@ def main_table(result: ExperimentResult) -> list[list[str]]:
     for row in result.rows:
         m = row.metrics
         label = row.condition.label + (" (best λ)" if row.condition.key == result.best_lambda else "")
-        rows.append([label, _pct(m.get("loss_gap")), _frac(m["identity"]), _frac(m["scene"]), _frac(m["shape"]),
-                     _frac(m["colour"]), str(m["identity"]["n"])])
+        rows.append(
+            [
+                label,
+                _pct(m.get("loss_gap")),
+                _frac(m["identity"]),
+                _frac(m["scene"]),
+                _frac(m["shape"]),
+                _frac(m["colour"]),
+                str(m["identity"]["n"]),
+            ]
+        )
     return rows
 
 
@@ -97,11 +119,16 @@ def subject_grid(result: ExperimentResult, subject_slug: str) -> Image.Image:
     index = {t.id: i for i, t in enumerate(result.trials)}
     k = len(trials[0].ref_scenes)
     rows: list[tuple[str, list[np.ndarray]]] = [
-        (f"reference {j + 1} ({', '.join(t.ref_scenes[j] for t in trials)})",
-         [np.asarray(t.references(j + 1, result.size)[j]) for t in trials]) for j in range(k)
+        (
+            f"reference {j + 1} ({', '.join(t.ref_scenes[j] for t in trials)})",
+            [np.asarray(t.references(j + 1, result.size)[j]) for t in trials],
+        )
+        for j in range(k)
     ]
     rows.append(("answer: the subject in the prompt's scene", [np.asarray(t.target(result.size)) for t in trials]))
-    rows += [(row.condition.label, [result.images[row.condition.key][index[t.id]] for t in trials]) for row in result.rows]
+    rows += [
+        (row.condition.label, [result.images[row.condition.key][index[t.id]] for t in trials]) for row in result.rows
+    ]
     side = result.size * SCALE
     grid = Image.new("RGB", (LABEL_PX + len(trials) * (side + 2), len(rows) * (side + 2)), (255, 255, 255))
     draw, font = ImageDraw.Draw(grid), _label_font()
@@ -125,20 +152,37 @@ def _blocks(cfg: S3JediConfig, result: ExperimentResult, grids: list[str]) -> li
     n_subjects = len({t.subject for t in result.trials})
     blocks: list[tuple] = [
         ("h", 1, "ToyWorld: personalization on novel subjects"),
-        ("p", f"JeDi model `{ev.jedi}`, base model `{ev.base}`; {len(result.trials)} trials = {n_subjects} novel "
-              f"subjects × {ev.trials} seeds; {result.size} px; {ev.steps} DDIM steps, text guidance s = "
-              f"{ev.guidance_scale:g}; loss gap over {ev.loss_timesteps} timesteps with fixed noise. Prompts name "
-              f"only the scene and a generic word (`{result.trials[0].prompt}`). Intervals: "
-              f"{ev.confidence:.0%} percentile bootstrap over trials ({ev.resamples} resamples). "
-              f"Chance: identity {CHANCE['identity']:.3f}, shape {CHANCE['shape']:.3f}, colour "
-              f"{CHANCE['colour']:.3f}. Took {result.seconds:.0f} s."),
+        (
+            "p",
+            f"JeDi model `{ev.jedi}`, base model `{ev.base}`; {len(result.trials)} trials = {n_subjects} novel "
+            f"subjects × {ev.trials} seeds; {result.size} px; {ev.steps} DDIM steps, text guidance s = "
+            f"{ev.guidance_scale:g}; loss gap over {ev.loss_timesteps} timesteps with fixed noise. Prompts name "
+            f"only the scene and a generic word (`{result.trials[0].prompt}`). Intervals: "
+            f"{ev.confidence:.0%} percentile bootstrap over trials ({ev.resamples} resamples). "
+            f"Chance: identity {CHANCE['identity']:.3f}, shape {CHANCE['shape']:.3f}, colour "
+            f"{CHANCE['colour']:.3f}. Took {result.seconds:.0f} s.",
+        ),
         ("h", 2, "Targets"),
         ("table", ["expectation", "measured", "holds"], targets(result)),
         ("h", 2, "Results"),
-        ("table", ["method", "loss gap (wrong-ref / right-ref − 1)", "identity (oracle)", "scene accuracy",
-                   "shape", "colour", "trials"], main_table(result)),
-        ("p", "λ rows share the 2-reference loss gap (λ changes sampling, not the model's prediction). "
-              "Best λ is picked on these same trials, so its row is optimistic."),
+        (
+            "table",
+            [
+                "method",
+                "loss gap (wrong-ref / right-ref − 1)",
+                "identity (oracle)",
+                "scene accuracy",
+                "shape",
+                "colour",
+                "trials",
+            ],
+            main_table(result),
+        ),
+        (
+            "p",
+            "λ rows share the 2-reference loss gap (λ changes sampling, not the model's prediction). "
+            "Best λ is picked on these same trials, so its row is optimistic.",
+        ),
         ("h", 2, "Mean target losses"),
         ("table", ["setting", "MSE"], [[k, f"{v:.5f}"] for k, v in result.losses.items()]),
         ("h", 2, f"What {best.condition.label} drew when identity was wrong"),
@@ -164,8 +208,15 @@ def to_markdown(blocks: list[tuple]) -> str:
             out.append(block[1])
         elif kind == "table":
             header, rows = block[1], block[2]
-            out.append("\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                                  *("| " + " | ".join(r) + " |" for r in rows)]))
+            out.append(
+                "\n".join(
+                    [
+                        "| " + " | ".join(header) + " |",
+                        "|" + "---|" * len(header),
+                        *("| " + " | ".join(r) + " |" for r in rows),
+                    ]
+                )
+            )
         elif kind == "img":
             out.append(f"![{block[2]}]({block[1]})")
     return "\n\n".join(out) + "\n"
@@ -185,8 +236,10 @@ def to_html(blocks: list[tuple]) -> str:
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "img":
             body.append(f"<p><img src='{html.escape(block[1])}' alt='{html.escape(block[2])}'></p>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ToyWorld report</title><style>{STYLE}</style>"
-            f"</head><body>{''.join(body)}</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>ToyWorld report</title><style>{STYLE}</style>"
+        f"</head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def _json_safe(value):
@@ -217,8 +270,9 @@ def write_report(cfg: S3JediConfig, result: ExperimentResult, out: Path) -> Path
         "chance": CHANCE,
         "losses": result.losses,
         "seconds": result.seconds,
-        "rows": [{"key": r.condition.key, "label": r.condition.label, "metrics": _json_safe(r.metrics)}
-                 for r in result.rows],
+        "rows": [
+            {"key": r.condition.key, "label": r.condition.label, "metrics": _json_safe(r.metrics)} for r in result.rows
+        ],
         "targets": targets(result),
     }
     (out / "results.json").write_text(json.dumps(payload, indent=1))

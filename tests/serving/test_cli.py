@@ -40,7 +40,7 @@ def test_build_writes_a_serve_config_that_ray_accepts(tmp_path):
     assert personalizer.backpressure_config.retry_after_s == 2
     assert deployments["Gateway"].num_replicas == 1
     cfg = validate(application.args["config"])
-    assert cfg.models.jedi == "./runs/jedi-sd14/export" and cfg.serving.limits.max_side == 768
+    assert cfg.models.jedi == "/mnt/s3jedi/runs/jedi-sd14/export" and cfg.serving.limits.max_side == 768
     assert "api_keys" not in out.read_text().replace("api_keys_env", "").replace("api_keys_file", "")
 
     module, attr = application.import_path.split(":")

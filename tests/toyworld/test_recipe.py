@@ -28,8 +28,7 @@ def test_recipe_trains_both_stages_and_ships_standard_pipelines(smoke_recipe, sm
     assert base.spec.max_set_size == jedi.spec.max_set_size == tw.train.max_set_size
     assert not (ship / "jedi" / EXPORT_META).exists() and (ship / "s3jedi-config.yaml").is_file()
     # The JeDi stage started from the base stage's export and moved away from it.
-    moved = max(float((a - b).abs().max()) for a, b in zip(base.unet.parameters(), jedi.unet.parameters(),
-                                                               strict=True))
+    moved = max(float((a - b).abs().max()) for a, b in zip(base.unet.parameters(), jedi.unet.parameters(), strict=True))
     assert moved > 0
     assert json.loads((work / "runs" / JEDI_RUN / "export" / EXPORT_META).read_text())["step"] == 2
     assert (work / "runs" / BASE_RUN / "export" / "unet" / "config.json").is_file()

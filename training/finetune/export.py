@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from core.config import S3JediConfig
 from core.paths import s3jedi_home
 from core.subjects import (
@@ -31,10 +33,22 @@ def store_location(cfg: S3JediConfig) -> str:
     return str(cfg.finetune.store or cfg.serving.subjects_store or (cfg.home or s3jedi_home()) / "subjects")
 
 
-def write_subject(tuner: SubjectTuner, out: Path, metrics: dict[str, float]) -> SubjectCard:
+def save_lora(out: Path, modules: dict[str, torch.nn.Module]) -> str:
+    """The PEFT LoRA of each part (``unet``, ``text_encoder``) as one diffusers LoRA file; returns its name."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
+
+    layers = {}
+    for part, module in modules.items():
+        layers[f"{part}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
+        # rank and alpha travel with the weights, so loading does not have to guess the scale
+        layers[f"{part}_lora_adapter_metadata"] = module.peft_config["default"].to_dict()
+    StableDiffusionPipeline.save_lora_weights(str(out), weight_name=LORA_FILE, safe_serialization=True, **layers)
+    return LORA_FILE
+
+
+def write_subject(tuner: SubjectTuner, out: Path, metrics: dict[str, float]) -> SubjectCard:
     from safetensors.torch import save_file
 
     plan, models, job = tuner.plan, tuner.models, tuner.job
@@ -46,14 +60,8 @@ def write_subject(tuner: SubjectTuner, out: Path, metrics: dict[str, float]) -> 
         save_file({tuner.token.token: rows.detach().float().cpu().contiguous()}, str(out / EMBEDDINGS_FILE))
         weights["embeddings"] = EMBEDDINGS_FILE
     if tuner.lora:
-        layers = {}
-        for part, module in ((UNET, models.unet), (TEXT_ENCODER, models.text_encoder)):
-            if part in trained:
-                layers[f"{part}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
-                # rank and alpha travel with the weights, so loading does not have to guess the scale
-                layers[f"{part}_lora_adapter_metadata"] = module.peft_config["default"].to_dict()
-        StableDiffusionPipeline.save_lora_weights(str(out), weight_name=LORA_FILE, safe_serialization=True, **layers)
-        weights["lora"] = LORA_FILE
+        parts = ((UNET, models.unet), (TEXT_ENCODER, models.text_encoder))
+        weights["lora"] = save_lora(out, {part: module for part, module in parts if part in trained})
     else:
         if UNET in trained:
             models.unet.save_pretrained(str(out / UNET_DIR), safe_serialization=True)

@@ -25,7 +25,7 @@ from core.logs import get_logger
 from training.finetune.class_images import load_class_images
 from training.finetune.export import publish, published, write_subject
 from training.finetune.methods import method_plan
-from training.finetune.subjects import load_subject
+from training.finetune.subjects import load_extra_instances, load_subject
 from training.finetune.tuner import SubjectJob, SubjectTuner
 from training.shell import checkpoint as ckpt
 from training.shell.metrics import MetricsLogger
@@ -48,8 +48,9 @@ def make_tuner(cfg: S3JediConfig, job: SubjectJob, device: torch.device) -> Subj
     images = load_subject(job.source, fcfg.resolution)
     needed = plan.class_images()
     class_images = load_class_images(job.class_images, needed, fcfg.resolution) if needed else None
+    extra = load_extra_instances(job.extra_instances, fcfg.resolution) if job.extra_instances else None
     precision = resolve_precision(fcfg.precision, device)
-    return SubjectTuner(cfg, plan, job, images, class_images, device, precision)
+    return SubjectTuner(cfg, plan, job, images, class_images, device, precision, extra)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from core.config.finetune import METHODS, FinetuneSection
 from training.finetune import core_method, dreambooth, textual_inversion, two_stage
 from training.finetune.plan import MethodPlan
@@ -16,6 +18,8 @@ def method_plan(cfg: FinetuneSection, method: str) -> MethodPlan:
         return two_stage.plan(cfg.two_stage)
     if method == "core":
         return core_method.plan(cfg.core)
+    if method == "selfdistill":  # self-distillation's student: DreamBooth on photos + gold samples
+        return replace(dreambooth.plan(cfg.dreambooth), method="selfdistill")
     raise ValueError(f"--method: {method!r} is not one of {', '.join(METHODS)}")
 
 

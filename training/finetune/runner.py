@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 
 from tqdm import tqdm
@@ -109,7 +110,7 @@ def build_trainer(cfg: S3JediConfig, job: SubjectJob, in_process: bool = False):
     )
 
 
-def _reason(exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
     """One line: Ray Train's errors carry the worker's traceback, whose last line is the cause."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
@@ -130,7 +131,7 @@ def train_subject(config: dict, job_fields: dict) -> dict:
     try:
         result = build_trainer(cfg, job).fit()
     except Exception as exc:  # the run failed after Ray Train's own restarts
-        outcome.error = _reason(exc)
+        outcome.error = failure_reason(exc)
     else:
         outcome.status = "done"
         outcome.metrics = dict(result.metrics or {})
@@ -154,11 +155,25 @@ def _attach_class_images(cfg: S3JediConfig, jobs: list[SubjectJob]) -> list[Subj
     ]
 
 
-def finetune(cfg: S3JediConfig, methods: list[str], subjects: str) -> FinetuneReport:
-    """Fine-tune every subject with every method; returns (and writes) the report."""
+def finetune(
+    cfg: S3JediConfig,
+    methods: list[str],
+    subjects: str,
+    extra_instances: Mapping[str, str] | None = None,
+    extra_share: float = 0.0,
+) -> FinetuneReport:
+    """Fine-tune every subject with every method; returns (and writes) the report.
+
+    ``extra_instances`` maps a subject name to a Parquet file of more instance images with their own
+    prompts (``SubjectJob.extra_instances``), drawn with probability ``extra_share``."""
     import ray
 
     jobs, outcomes = plan_jobs(cfg, methods, subjects)
+    extras = extra_instances or {}
+    jobs = [
+        replace(j, extra_instances=extras[j.subject], extra_share=extra_share) if j.subject in extras else j
+        for j in jobs
+    ]
     for o in outcomes:
         log.warning("subject failed", subject=o.subject_id, error=o.error)
     init_ray(cfg.ray)

@@ -133,6 +133,24 @@ def load_images(paths: list[str], resolution: int) -> np.ndarray:
     return np.stack(arrays) if arrays else np.zeros((0, resolution, resolution, 3), np.uint8)
 
 
+def load_extra_instances(path: str, resolution: int) -> tuple[np.ndarray, list[str]]:
+    """Extra instance images with their prompts from a Parquet file of ``image`` (encoded bytes) and
+    ``prompt`` (a ``{0}``/``{1}`` template): ``((N, R, R, 3) uint8, prompts)``."""
+    import pyarrow.parquet as pq
+
+    fs, p = storage.filesystem(path)
+    table = pq.read_table(p, filesystem=fs, columns=["image", "prompt"])
+    arrays, prompts = [], []
+    for i, row in enumerate(table.to_pylist()):
+        img = decode_image(row["image"], f"{path} row {i}")
+        arrays.append(np.asarray(resize_center_crop(img, resolution, resolution), dtype=np.uint8))
+        if "{0}" not in row["prompt"]:
+            raise SubjectDataError(f"{path} row {i}: prompt {row['prompt']!r} has no {{0}} for the identifier")
+        prompts.append(row["prompt"])
+    images = np.stack(arrays) if arrays else np.zeros((0, resolution, resolution, 3), np.uint8)
+    return images, prompts
+
+
 def load_subject(source: str, resolution: int) -> np.ndarray:
     """A subject's photos, every one decoded (so a bad file fails the subject before training starts)."""
     paths = image_paths(source)

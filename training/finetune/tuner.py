@@ -47,6 +47,10 @@ class SubjectJob:
     method: str
     subject_id: str
     class_images: str | None = None  # cache directory of the class images (prior preservation)
+    # More instance images with their own prompts (self-distillation's gold samples): a Parquet file of
+    # ``image`` (PNG bytes) and ``prompt`` ({0}/{1} template); a draw is one of them with ``extra_share``.
+    extra_instances: str | None = None
+    extra_share: float = 0.0
 
 
 def step_generator(seed: int, subject_id: str, step: int) -> torch.Generator:
@@ -68,6 +72,7 @@ class SubjectTuner:
         class_images: np.ndarray | None,
         device: torch.device,
         precision: str,
+        extra: tuple[np.ndarray, list[str]] | None = None,
     ):
         self.cfg, self.plan, self.job, self.device, self.precision = cfg, plan, job, device, precision
         fcfg = cfg.finetune
@@ -105,7 +110,12 @@ class SubjectTuner:
             capture_cross_attention(m.unet)
 
         subject_text = self.token.text if self.token else plan.identifier
-        self.instance_ids = m.token_ids([self.render(plan.prompt_template, subject_text)])
+        # One prompt per instance image: the photos share the instance prompt, extra images bring theirs.
+        self.num_photos = len(images)
+        prompts = [plan.prompt_template] * len(images)
+        if extra is not None and len(extra[0]):
+            images, prompts = np.concatenate([images, extra[0]]), prompts + list(extra[1])
+        self.instance_ids = m.token_ids([self.render(p, subject_text) for p in prompts])
         self.class_ids = m.token_ids([fcfg.class_images.prompt.replace("{1}", job.class_word)])
         self.subject_text = subject_text
         # Posteriors of every image and its mirror image: (2, N, 4, h, w).
@@ -150,10 +160,13 @@ class SubjectTuner:
     def _batch(self, g: torch.Generator, with_prior: bool) -> tuple[torch.Tensor, torch.Tensor]:
         bs = self.cfg.finetune.batch_size
         mean, std = self.instance
-        idx = torch.randint(0, mean.shape[1], (bs,), generator=g)
+        idx = torch.randint(0, self.num_photos, (bs,), generator=g)
+        if mean.shape[1] > self.num_photos:  # extra images: each draw is one of them with extra_share
+            extra = torch.randint(self.num_photos, mean.shape[1], (bs,), generator=g)
+            idx = torch.where(torch.rand(bs, generator=g) < self.job.extra_share, extra, idx)
         flips = (torch.rand(bs, generator=g) < 0.5).long() if self.cfg.finetune.flip else torch.zeros(bs).long()
         latents = _sample(mean[flips, idx], std[flips, idx], g)
-        ids = self.instance_ids.expand(bs, -1)
+        ids = self.instance_ids[idx.to(self.instance_ids.device)]
         if with_prior:
             cmean, cstd = self.prior
             cidx = torch.randint(0, cmean.shape[0], (bs,), generator=g)

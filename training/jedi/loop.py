@@ -37,8 +37,7 @@ log = get_logger("train.jedi")
 def _latents(models: JeDiModels, mb: MicroBatch, gens: list[torch.Generator], n: int, device) -> torch.Tensor:
     """Scaled latents of the micro-batch, sampling the VAE posterior with each set's own generator."""
     if mb.pixels is not None:
-        pixels = torch.from_numpy(mb.pixels).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        mean, std = models.latent_posterior(pixels)
+        mean, std = models.latent_posterior(mb.pixels)
     else:
         mean = torch.from_numpy(mb.latent_mean).to(device).float()
         std = torch.from_numpy(mb.latent_std).to(device).float()
@@ -120,7 +119,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     shards = [ray.train.get_dataset_shard(c.name) for c in cursors]
     rows = [endless_rows(shard, cursor) for shard, cursor in zip(shards, cursors, strict=True)]
     weights = [s.weight for s in sources]
-    null_text = models.encode_text([""], device)
+    null_text = models.encode_text([""])
 
     def micro_batch(at_step: int, micro: int) -> MicroBatch:
         return next_micro_batch(
@@ -186,7 +185,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             n = mb.set_size
             gens = [set_generator(cfg.seed, step, micro, sid, device) for sid in mb.set_ids]
             latents = _latents(models, mb, gens, n, device)
-            text = models.encode_text(mb.captions, device)
+            text = models.encode_text(mb.captions)
             sync = micro == tcfg.grad_accum - 1 or world == 1
             context = unet.no_sync() if not sync and hasattr(unet, "no_sync") else contextlib.nullcontext()
             with context, autocast(precision, device):

@@ -9,34 +9,12 @@ import torch
 from core import zoo
 from core.config import S3JediConfig
 from core.jedi import JeDiPipeline, set_jedi_attention, widen_unet
+from training.shell.sd_parts import SDParts
 
 
 @dataclass
-class JeDiModels:
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    text_encoder: torch.nn.Module
-    tokenizer: object
-    noise_scheduler: object
-    sampling_scheduler_config: dict
-
-    @torch.no_grad()
-    def encode_text(self, texts: list[str], device) -> torch.Tensor:
-        ids = self.tokenizer(
-            texts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)
-        return self.text_encoder(ids)[0]
-
-    @torch.no_grad()
-    def latent_posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of the VAE posterior, in the scaled latent space the UNet is trained in."""
-        dist = self.vae.encode(pixels).latent_dist
-        scale = self.vae.config.scaling_factor
-        return dist.mean * scale, dist.std * scale
+class JeDiModels(SDParts):
+    """Frozen VAE and text encoder, the trainable JeDi UNet."""
 
     def pipeline(self, unet: torch.nn.Module) -> JeDiPipeline:
         from diffusers import DDIMScheduler

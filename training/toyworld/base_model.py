@@ -21,7 +21,7 @@ from core.config.toyworld import ToyWorldModelSection
 from core.logs import get_logger
 from core.toyworld.world import vocabulary
 from training.toyworld.text import build_text_encoder, build_tokenizer
-from training.toyworld.vae import fit_vae
+from training.toyworld.vae import fit_vae, torch_threads
 
 log = get_logger("toyworld.base")
 TEXT_HEADS = 4
@@ -62,11 +62,13 @@ def build_unet(model: ToyWorldModelSection, latent_size: int):
     )
 
 
-def build_base_pipeline(model: ToyWorldModelSection, size: int, seed: int, out_dir: Path) -> Path:
-    """Fit the VAE, assemble the pipeline and save it to ``out_dir`` (atomically: staged, then renamed)."""
+def build_base_pipeline(model: ToyWorldModelSection, size: int, seed: int, out_dir: Path, threads: int = 1) -> Path:
+    """Fit the VAE (with ``threads`` torch threads), assemble the pipeline and save it to ``out_dir``
+    (atomically: staged, then renamed)."""
     from diffusers import StableDiffusionPipeline
 
-    vae = fit_vae(model, size, seed)
+    with torch_threads(threads):
+        vae = fit_vae(model, size, seed)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(vocabulary())
     text_encoder = build_text_encoder(tokenizer, model.text_width, model.text_layers, TEXT_HEADS)

@@ -56,8 +56,9 @@ class Paths:
         return self.runs / run / "export"
 
 
-def stage_config(cfg: S3JediConfig, stage: ToyWorldStage, run: str, sources: list[dict], paths: Paths,
-                 init_from: str | None) -> S3JediConfig:
+def stage_config(
+    cfg: S3JediConfig, stage: ToyWorldStage, run: str, sources: list[dict], paths: Paths, init_from: str | None
+) -> S3JediConfig:
     """The root config with ``models.sd`` and ``train.jedi`` set for one stage (validated like any config)."""
     tw = cfg.toyworld
     raw = cfg.model_dump(mode="json")
@@ -97,8 +98,9 @@ def _finished(export: Path, steps: int) -> bool:
     return meta.is_file() and json.loads(meta.read_text())["step"] == steps
 
 
-def _run_stage(cfg: S3JediConfig, stage: ToyWorldStage, run: str, sources: list[dict], paths: Paths,
-               init_from: str | None) -> dict:
+def _run_stage(
+    cfg: S3JediConfig, stage: ToyWorldStage, run: str, sources: list[dict], paths: Paths, init_from: str | None
+) -> dict:
     from training.jedi.trainer import fit
 
     export = paths.export(run)
@@ -111,9 +113,16 @@ def _run_stage(cfg: S3JediConfig, stage: ToyWorldStage, run: str, sources: list[
 
 
 def _ship(source: Path, dest: Path) -> None:
+    """Copy an export as float16 safetensors: half the size in git, and diffusers loads it back as
+    float32 unless asked otherwise, so users see no difference (the report measures these weights)."""
+    import torch
+
+    from core.jedi import JeDiPipeline
+
     staging = dest.parent / f".{dest.name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns(EXPORT_META))
+    pipe = JeDiPipeline.from_pretrained(str(source), dtype=torch.float16, use_safetensors=True)
+    pipe.save_pretrained(str(staging), safe_serialization=True)
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
 
@@ -130,7 +139,8 @@ def run_recipe(cfg: S3JediConfig) -> dict:
     summary["data"] = write_dataset(str(paths.data), tw.data, cfg.seed)
     if not (paths.base_pipeline / "model_index.json").is_file():
         t = time.perf_counter()
-        build_base_pipeline(tw.model, tw.data.size, cfg.seed, paths.base_pipeline)
+        threads = max(1, int(tw.train.cpus_per_worker))
+        build_base_pipeline(tw.model, tw.data.size, cfg.seed, paths.base_pipeline, threads)
         summary["base_pipeline_seconds"] = round(time.perf_counter() - t, 1)
 
     singles = [{"kind": "captions", "path": str(paths.data / SINGLES_DIR)}]

@@ -12,6 +12,8 @@ latents), so the diffusion model sees unit-variance latents.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,8 +34,12 @@ def render_batch(seed: int, step: int, count: int, size: int) -> torch.Tensor:
     rng = item_rng(seed, "vae", step)
     subjects, scenes = training_subjects(), list(SCENES)
     images = [
-        render(subjects[int(rng.integers(len(subjects)))], scenes[int(rng.integers(len(scenes)))],
-               random_layout(rng, size), size)[0]
+        render(
+            subjects[int(rng.integers(len(subjects)))],
+            scenes[int(rng.integers(len(scenes)))],
+            random_layout(rng, size),
+            size,
+        )[0]
         for _ in range(count)
     ]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -54,6 +60,18 @@ def build_vae(model: ToyWorldModelSection, size: int):
         norm_num_groups=16,
         sample_size=size,
     )
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run with ``count`` intra-op threads. On a shared, oversubscribed CPU one thread per granted core
+    is several times faster than torch's default (measured: 0.33 vs 1.8 s per VAE step on 2 busy cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def fit_vae(model: ToyWorldModelSection, size: int, seed: int):
@@ -77,11 +95,11 @@ def fit_vae(model: ToyWorldModelSection, size: int, seed: int):
         optimizer.step()
         schedule.step()
         if step % 50 == 0:
-            bar.set_postfix(mse=f"{float(mse):.5f}")
+            bar.set_postfix(mse=f"{mse.item():.5f}")
     vae.eval()
     with torch.no_grad():
         latents = vae.encode(render_batch(seed, -1, SCALE_SAMPLES, size)).latent_dist.mode()
     scale = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scale)
-    log.info("VAE fitted", steps=model.vae_steps, mse=round(float(mse), 6), scaling_factor=round(scale, 4))
+    log.info("VAE fitted", steps=model.vae_steps, mse=round(mse.item(), 6), scaling_factor=round(scale, 4))
     return vae
