@@ -82,7 +82,12 @@ def _sampling_cost(cfg) -> dict:
 
 def run() -> dict:
     cfg = load_config(
-        "tiny", [f"toyworld.eval.trials={TRIALS}", f"toyworld.eval.out={tempfile.mkdtemp(prefix='bench-toyworld-')}"]
+        "tiny",
+        [
+            f"toyworld.eval.trials={TRIALS}",
+            f"toyworld.eval.out={tempfile.mkdtemp(prefix='bench-toyworld-')}",
+            "toyworld.eval.finetune_methods=[]",  # JeDi against its floor; the fine-tuning rows are `toyworld eval`'s
+        ],
     )
     result = {"experiment": _experiment(cfg), "sampling": _sampling_cost(cfg)}
     if os.environ.get("TOYWORLD_BENCH_FULL") == "1":
@@ -97,6 +102,7 @@ def run() -> dict:
                 f"toyworld.eval.jedi={work}/ship/jedi",
                 f"toyworld.eval.base={work}/ship/base",
                 f"toyworld.eval.out={work}/eval",
+                "toyworld.eval.finetune_methods=[]",
             ],
         )
         result["recipe"] = run_recipe(full)

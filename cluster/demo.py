@@ -7,11 +7,13 @@
 5. fine-tune the same subject with Textual Inversion (a Ray Train run), publish it to a subject
    store and draw with it;
 6. score the JeDi model on the DreamBooth protocol (1 subject × 2 prompts × 2 samples), HTML report;
-7. start the Ray Serve app and personalize the same photos over HTTP.
+7. start the Ray Serve app and personalize the same photos over HTTP;
+8. personalize a novel ToyWorld subject with the shipped ToyWorld JeDi checkpoints, read by the oracle.
 
 Every step is the code a user runs on its own (``s3jedi datagen``, ``s3jedi train jedi``, ``s3jedi
-eval``, ``s3jedi serve``); the demo only chooses small sizes. The tiny models are random, so images
-are noise: the demo proves the plumbing, not quality.
+eval``, ``s3jedi serve``, ``s3jedi toyworld demo``); the demo only chooses small sizes. The tiny
+models are random, so steps 1-7 draw noise and prove the plumbing; step 8 uses the trained ToyWorld
+checkpoints in ``assets/toyworld``, so it shows real personalization, checked by the world's oracle.
 """
 
 from __future__ import annotations
@@ -132,6 +134,13 @@ def serve(cfg: S3JediConfig, references: Path, out_dir: Path) -> dict:
     return run_serving_demo(cfg, references, out_dir)
 
 
+def toyworld(cfg: S3JediConfig, out_dir: Path) -> dict:
+    from evaluation.toyworld.demo import run_demo as toyworld_demo
+
+    result = toyworld_demo(cfg, None, references=2, image_guidance_scale=1.0, out=out_dir)
+    return {k: result[k] for k in ("subject", "novel", "identity", "scene_accuracy", "grid")}
+
+
 def run_demo(cfg: S3JediConfig, out_dir: Path, references: Path, train_steps: int = 10) -> dict:
     _photos(references)  # fail before any work when the photos are missing
     for stale in ("s3", "runs", "eval", "subjects"):  # a demo starts fresh; rerunning a real job would resume it
@@ -156,6 +165,7 @@ def run_demo(cfg: S3JediConfig, out_dir: Path, references: Path, train_steps: in
     step("fine-tune (Textual Inversion)", lambda: finetune_subject(cfg, out_dir, references, max(2, train_steps // 2)))
     step("evaluate (DreamBooth protocol)", lambda: evaluate(cfg, out_dir, EVAL_SUBJECT))
     step("serve (HTTP personalize)", lambda: serve(cfg, references, out_dir))
+    step("ToyWorld personalization (shipped checkpoints)", lambda: toyworld(cfg, out_dir))
 
     summary = {"profile": cfg.profile, "config_hash": config_hash(cfg), "steps": steps}
     (out_dir / "demo-summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")

@@ -1,7 +1,8 @@
 """``s3jedi toyworld``: ToyWorld's commands from the apps that own them, under one name.
 
 ``data`` and ``train`` belong to training (the recipe), ``eval`` and ``demo`` to evaluation; only
-``cluster`` may import both apps, so the combined group is assembled here.
+``cluster`` may import both apps, so the combined group is assembled here, and ``eval`` gets
+training's fine-tuning of the novel subjects for its fine-tuning rows.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import typer
 
 from evaluation.toyworld import cli as evaluation_toyworld
 from training.toyworld import cli as training_toyworld
+from training.toyworld.finetuned import finetune_subjects
 
 app = typer.Typer(
     help="ToyWorld: a rendered world with an answer key where personalization is measured on a CPU "
@@ -18,3 +20,4 @@ app = typer.Typer(
 )
 for part in (training_toyworld.app, evaluation_toyworld.app):
     app.registered_commands.extend(part.registered_commands)
+app.command("eval")(evaluation_toyworld.eval_command(finetune_subjects))

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -100,8 +101,11 @@ def test_demo_runs_end_to_end_through_the_console_script(zoo_home, tmp_path):
         "fine-tune (Textual Inversion)",
         "evaluate (DreamBooth protocol)",
         "serve (HTTP personalize)",
+        "ToyWorld personalization (shipped checkpoints)",
     ]
     assert summary["steps"]["S3 dataset build"]["sets"] >= 1
+    toy = summary["steps"]["ToyWorld personalization (shipped checkpoints)"]
+    assert toy["novel"] and Path(toy["grid"]).is_file()
     assert summary["steps"]["JeDi training"]["steps"] == 3
     for name in ("personalized.png", "finetuned.png", "s3jedi-config.yaml", "served-0.png", "eval/report.html"):
         assert (tmp_path / name).is_file(), name

@@ -74,6 +74,13 @@ class MultiConceptSection(MergedSection):
         default_factory=lambda: RunSection(name="multiconcept-tiny", checkpoint_every=50, num_to_keep=1)
     )
 
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError("must be a multiple of 8 (the VAE downsamples 8x)")
+        return value
+
     @field_validator("subject_id")
     @classmethod
     def _scene_slot(cls, value: str) -> str:
@@ -90,8 +97,6 @@ class MultiConceptSection(MergedSection):
 
     @model_validator(mode="after")
     def _check(self) -> MultiConceptSection:
-        if self.resolution % 8:
-            raise ValueError(f"resolution must be a multiple of 8, got {self.resolution}")
         if self.em_steps + self.joint_steps == 0:
             raise ValueError("em_steps + joint_steps: at least one training step is required")
         if self.scaling.num_workers != 1:

@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.config.base import Section
+from core.config.finetune import METHODS, FinetuneSection, MergedSection, Method
+from core.config.training import RunSection
+from core.toyworld.world import SCENES
 
 
 class ToyWorldDataSection(Section):
@@ -99,7 +102,41 @@ class ToyWorldTrainSection(Section):
         return self
 
 
-class ToyWorldEvalSection(Section):
+def toy_finetune() -> FinetuneSection:
+    """``finetune.*`` for the toy base (16 px, 8×8 latents, a randomly initialised frozen text encoder):
+    captions in the world's grammar, step counts and learning rates measured on it (docs/decisions.md,
+    ToyWorld). The store, run storage, class words and base model are set by the experiment."""
+    return FinetuneSection.model_validate(
+        {
+            "resolution": 16,
+            "concurrency": 2,
+            "dreambooth": {
+                "prompt_template": "a {0} {1}",
+                "prior": {"enabled": False},
+                "train": {"steps": 600, "optim": {"lr": 1e-3}},
+            },
+            "ti": {"prompt_template": "a {0}", "train": {"steps": 300, "optim": {"lr": 5e-3}}},
+            "two_stage": {
+                "prompt_template": "a {0} {1}",
+                "stage1": {"steps": 100, "optim": {"lr": 5e-3}},
+                "stage2": {"steps": 100, "optim": {"lr": 2e-4}},
+            },
+            "core": {
+                "prompt_template": "a {0}",
+                "regularization_prompts": [f"a {{0}} on the {scene}" for scene in SCENES],
+                "stage1": {"steps": 100},
+                "rescale_start": 40,
+                "rescale_end": 60,
+                "prior": {"enabled": False},
+                "stage2": {"steps": 100, "optim": {"lr": 2e-4}},
+                "tto_steps": 0,  # measured: 10 test-time steps cut identity from 0.875 to 0.625
+            },
+            "run": RunSection(name="toyworld-finetune", checkpoint_every=100_000, num_to_keep=1, log_every=100_000),
+        }
+    )
+
+
+class ToyWorldEvalSection(MergedSection):
     """``s3jedi toyworld eval``: novel subjects, prompts naming only the scene and a generic word."""
 
     jedi: str = Field("assets/toyworld/jedi", description="JeDi pipeline directory (the recipe's export)")
@@ -109,13 +146,32 @@ class ToyWorldEvalSection(Section):
     trials: int = Field(6, ge=1, le=1000, description="seeds per novel subject (each: new references, new scene)")
     references: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, description="reference counts K")
     image_guidance_scales: list[float] = Field(
-        default_factory=lambda: [1.0, 2.0, 3.0], min_length=1, description="λ values compared at K = 2"
+        default_factory=lambda: [1.0, 2.0, 3.0, 5.0], min_length=1, description="λ values compared at K = 2"
     )
     guidance_scale: float = Field(3.0, ge=0, le=50, description="text guidance s")
     steps: int = Field(25, ge=1, le=1000, description="DDIM denoising steps")
     loss_timesteps: int = Field(8, ge=1, le=1000, description="timesteps (with fixed noise) per loss-gap trial")
+    finetune_methods: list[Method] = Field(
+        default_factory=lambda: list(METHODS),
+        description="fine-tuning rows (each method trained on every novel subject, on the base converted to a "
+        "plain SD pipeline); [] = none",
+    )
+    finetune_images: int = Field(
+        3,
+        ge=1,
+        le=len(SCENES),
+        description="renders per novel subject the fine-tuning methods train on, one scene each",
+    )
+    finetune: FinetuneSection = Field(
+        default_factory=toy_finetune,
+        description="fine-tuning settings of those rows; store, run.storage_path, class words and models.sd are "
+        "replaced by the experiment (a work directory under `out`, the generic word, the converted base)",
+    )
     confidence: float = Field(0.95, gt=0, lt=1)
     resamples: int = Field(2000, ge=100, le=1_000_000, description="bootstrap resamples")
+    threads: int = Field(
+        1, ge=1, le=256, description="torch threads while sampling (16 px models: more threads only oversubscribe)"
+    )
 
 
 class ToyWorldSection(Section):

@@ -1,4 +1,5 @@
-"""``s3jedi toyworld eval|demo`` (also ``python -m evaluation toyworld ...``)."""
+"""``s3jedi toyworld eval|demo``: ``demo`` is this app's command; ``eval`` is built by ``eval_command``
+and registered by ``cluster``, which passes it training's fine-tuning of the novel subjects."""
 
 from __future__ import annotations
 
@@ -11,38 +12,46 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
+from evaluation.toyworld.finetuned import Finetuner
 
 app = typer.Typer(help="ToyWorld experiment: JeDi vs its ablations on novel subjects.", no_args_is_help=True)
 
 
-@app.command("eval")
-def eval_cmd(
-    trials: Annotated[int | None, typer.Option(min=1, help="seeds per novel subject (toyworld.eval.trials)")] = None,
-    out: Annotated[Path | None, typer.Option(help="report directory (toyworld.eval.out)")] = None,
-    config: ConfigOpt = "tiny",
-    set_: SetOpt = None,
-) -> None:
-    """Generate and score every condition on the novel subjects; write report.md/.html, grids, results.json."""
-    from evaluation.toyworld.experiment import run_experiment
-    from evaluation.toyworld.report import main_table, write_report
+def eval_command(finetuner: Finetuner | None = None):
+    """The ``eval`` command; ``finetuner`` fine-tunes the subjects of the fine-tuning rows (training's,
+    passed in by ``cluster``: evaluation may not import training)."""
 
-    extra = [f"toyworld.eval.trials={trials}"] if trials is not None else []
-    extra += [f"toyworld.eval.out={json.dumps(str(out))}"] if out is not None else []
-    cfg = config_from(config, [*extra, *(set_ or [])])
-    from core import storage
+    def eval_cmd(
+        trials: Annotated[
+            int | None, typer.Option(min=1, help="seeds per novel subject (toyworld.eval.trials)")
+        ] = None,
+        out: Annotated[Path | None, typer.Option(help="report directory (toyworld.eval.out)")] = None,
+        config: ConfigOpt = "tiny",
+        set_: SetOpt = None,
+    ) -> None:
+        """Generate and score every condition on the novel subjects; write report.md/.html, grids, results.json."""
+        from evaluation.toyworld.experiment import run_experiment
+        from evaluation.toyworld.report import main_table, write_report
 
-    try:
-        result = run_experiment(cfg)
-        report = write_report(cfg, result, storage.local_path(cfg.toyworld.eval.out))
-    except USER_ERRORS as exc:
-        raise fail(str(exc)) from None
-    table = Table(title=f"ToyWorld, {len(result.trials)} trials (95% CI)")
-    for column in ("method", "loss gap", "identity", "scene", "shape", "colour", "n"):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for row in main_table(result):
-        table.add_row(*row)
-    Console().print(table)
-    Console().print(f"report: {report}")
+        extra = [f"toyworld.eval.trials={trials}"] if trials is not None else []
+        extra += [f"toyworld.eval.out={json.dumps(str(out))}"] if out is not None else []
+        cfg = config_from(config, [*extra, *(set_ or [])])
+        from core import storage
+
+        try:
+            result = run_experiment(cfg, finetuner)
+            report = write_report(cfg, result, storage.local_path(cfg.toyworld.eval.out))
+        except USER_ERRORS as exc:
+            raise fail(str(exc)) from None
+        table = Table(title=f"ToyWorld, {len(result.trials)} trials (95% CI)")
+        for column in ("method", "loss gap", "identity", "scene", "shape", "colour", "n"):
+            table.add_column(column, justify="left" if column == "method" else "right")
+        for row in main_table(result):
+            table.add_row(*row)
+        Console().print(table)
+        Console().print(f"report: {report}")
+
+    return eval_cmd
 
 
 @app.command("demo")

@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from core.config import S3JediConfig
+from core.threads import torch_threads
 from core.toyworld.dataset import item_rng
 from core.toyworld.oracle import read
 from core.toyworld.render import random_layout, render
@@ -40,16 +41,17 @@ def run_demo(
     ref_scenes, new_scenes = scenes[:references], scenes[references:]
     refs = [Image.fromarray(render(subject, s, random_layout(rng, size), size)[0]) for s in ref_scenes]
     prompts = [caption(subject, s, generic=True) for s in new_scenes]
-    images = pipe(
-        refs,
-        prompts,
-        num_inference_steps=ev.steps,
-        guidance_scale=ev.guidance_scale,
-        image_guidance_scale=image_guidance_scale,
-        height=size,
-        width=size,
-        generator=[torch.Generator().manual_seed(cfg.seed + i) for i in range(len(prompts))],
-    ).images
+    with torch_threads(ev.threads):
+        images = pipe(
+            refs,
+            prompts,
+            num_inference_steps=ev.steps,
+            guidance_scale=ev.guidance_scale,
+            image_guidance_scale=image_guidance_scale,
+            height=size,
+            width=size,
+            generator=[torch.Generator().manual_seed(cfg.seed + i) for i in range(len(prompts))],
+        ).images
     readings = [read(np.asarray(im.convert("RGB"))) for im in images]
     out.mkdir(parents=True, exist_ok=True)
     grid_path = out / f"toyworld-{subject.slug}.png"

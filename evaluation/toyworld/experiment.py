@@ -3,9 +3,10 @@
 For every condition (see ``conditions``) and every trial (novel subject × seed) one image is generated
 and read by the oracle: *identity* = shape and colour both right, *scene accuracy* = the prompt's
 scene drawn. The loss gap (``loss_gap``) is measured per trial for each reference count and with
-coupling off. Every number is a mean over trials with a percentile-bootstrap interval
-(``evaluation.statistics``) and its trial count; the trial is the resampling unit, subjects and seeds
-both vary across trials.
+coupling off. The fine-tuning rows (``toyworld.eval.finetune_methods``) fine-tune every novel subject
+once per method, through a ``finetuner`` the caller passes (see ``finetuned``), and draw it per trial.
+Every number is a mean over trials with a percentile-bootstrap interval (``evaluation.statistics``)
+and its trial count; the trial is the resampling unit, subjects and seeds both vary across trials.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import numpy as np
 
 from core import storage, zoo
 from core.config import S3JediConfig
+from core.jedi.plain import plain_pipeline
 from core.logs import get_logger
+from core.threads import torch_threads
 from core.toyworld.oracle import read
 from core.toyworld.world import COLOURS, SHAPES
 from evaluation.statistics import bootstrap_mean
-from evaluation.toyworld.conditions import Condition, conditions, generate
+from evaluation.toyworld.conditions import Condition, conditions, generate, generate_finetuned, generate_plain
+from evaluation.toyworld.finetuned import FinetunedSubjects, Finetuner
 from evaluation.toyworld.loss_gap import eval_timesteps, loss_gaps, target_losses
 from evaluation.toyworld.trials import Trial, make_trials
 
@@ -49,6 +53,8 @@ class ExperimentResult:
     """Mean target loss per loss setting (right / decoy references, coupled or not, alone)."""
     best_lambda: str
     seconds: float
+    finetune: dict = field(default_factory=dict)
+    """The fine-tuning rows' settings: prompts, training scenes, seconds per method (empty without them)."""
 
     def row(self, key: str) -> Row:
         return next(r for r in self.rows if r.condition.key == key)
@@ -78,8 +84,34 @@ def pipeline_size(pipe) -> int:
     return pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
-def run_experiment(cfg: S3JediConfig) -> ExperimentResult:
+def finetune_summary(cfg: S3JediConfig, finetuned: FinetunedSubjects, trials: list[Trial]) -> dict:
+    """What the report says about the fine-tuning rows: an example prompt per method, the training
+    scenes, the time each method took, and how many trials asked for a scene the subject was trained in."""
+    scene = trials[0].target_scene
+    seen = [t.target_scene in finetuned.scenes[t.subject.slug] for t in trials]
+    return {
+        "prompts": {m: finetuned.prompt(m, scene) for m in cfg.toyworld.eval.finetune_methods},
+        "training_scenes": finetuned.scenes,
+        "seconds": finetuned.seconds,
+        "trials_in_training_scene": int(sum(seen)),
+    }
+
+
+def run_experiment(cfg: S3JediConfig, finetuner: Finetuner | None = None) -> ExperimentResult:
+    """Every condition on every trial; ``finetuner`` fine-tunes the subjects of the fine-tuning rows
+    (required when ``toyworld.eval.finetune_methods`` names any). Runs with ``toyworld.eval.threads``
+    torch threads (the fine-tuning runs are Ray workers with their own)."""
+    with torch_threads(cfg.toyworld.eval.threads):
+        return _run_experiment(cfg, finetuner)
+
+
+def _run_experiment(cfg: S3JediConfig, finetuner: Finetuner | None) -> ExperimentResult:
     ev = cfg.toyworld.eval
+    if ev.finetune_methods and finetuner is None:
+        raise ValueError(
+            "toyworld.eval.finetune_methods: the fine-tuning rows need the fine-tuning methods (run "
+            "`s3jedi toyworld eval`), or set it to []"
+        )
     start = time.perf_counter()
     pipes = {"jedi": load_pipeline(ev.jedi, cfg.home), "base": load_pipeline(ev.base, cfg.home)}
     size = pipeline_size(pipes["jedi"])
@@ -91,14 +123,31 @@ def run_experiment(cfg: S3JediConfig) -> ExperimentResult:
     if refs[-1] > pipes["jedi"].max_references:
         raise ValueError(f"toyworld.eval.references: {refs[-1]} exceeds the model's {pipes['jedi'].max_references}")
     trials = make_trials(cfg.seed, ev.trials, refs[-1], size, ev.subjects)
+    finetuned, summary = None, {}
+    if ev.finetune_methods:
+        pipes["plain"] = plain_pipeline(pipes["base"])
+        finetuned = finetuner(cfg, list(dict.fromkeys(t.subject for t in trials)), size)
+        summary = finetune_summary(cfg, finetuned, trials)
 
     rows, records, images = [], [], {}
     for cond in conditions(ev):
         t = time.perf_counter()
-        images[cond.key] = generate(pipes[cond.model], trials, cond, size, ev)
+        if cond.model == "finetuned":
+            images[cond.key] = generate_finetuned(finetuned, trials, cond, ev)
+        elif cond.model == "plain":
+            images[cond.key] = generate_plain(pipes["plain"], trials, size, ev)
+        else:
+            images[cond.key] = generate(pipes[cond.model], trials, cond, size, ev)
         scored = [score(im, tr) for im, tr in zip(images[cond.key], trials, strict=True)]
         records += [
-            {"condition": cond.key, "trial": tr.id, "subject": tr.subject.name, "target_scene": tr.target_scene, **s}
+            {
+                "condition": cond.key,
+                "trial": tr.id,
+                "subject": tr.subject.name,
+                "target_scene": tr.target_scene,
+                **({"in_training_scene": tr.target_scene in finetuned.scenes[tr.subject.slug]} if finetuned else {}),
+                **s,
+            }
             for tr, s in zip(trials, scored, strict=True)
         ]
         row = Row(cond)
@@ -127,5 +176,5 @@ def run_experiment(cfg: S3JediConfig) -> ExperimentResult:
     k2 = [r for r in rows if r.condition.model == "jedi" and r.condition.coupled and r.condition.k == 2]
     best = max(k2 or rows[1:2], key=lambda r: (r.metrics["identity"]["mean"], r.metrics["scene"]["mean"]))
     return ExperimentResult(
-        rows, records, images, trials, size, losses, best.condition.key, round(time.perf_counter() - start, 1)
+        rows, records, images, trials, size, losses, best.condition.key, round(time.perf_counter() - start, 1), summary
     )

@@ -102,6 +102,30 @@ def main_table(result: ExperimentResult) -> list[list[str]]:
     return rows
 
 
+def finetune_table(result: ExperimentResult) -> list[list[str]]:
+    """Per fine-tuning method: its prompt, its training time, and its scores on the trials whose scene
+    none of the subject's training renders showed (the fair comparison with JeDi, whose target scene
+    is never a reference scene)."""
+    out = []
+    for row in result.rows:
+        method = row.condition.method
+        if method is None:
+            continue
+        unseen = [
+            r for r in result.records if r["condition"] == row.condition.key and not r.get("in_training_scene", False)
+        ]
+        out.append(
+            [
+                row.condition.label,
+                f"`{result.finetune['prompts'][method]}`",
+                f"{result.finetune['seconds'][method]:.0f}",
+                *(f"{np.mean([r[key] for r in unseen]):.3f}" if unseen else "–" for key in ("identity", "scene")),
+                str(len(unseen)),
+            ]
+        )
+    return out
+
+
 def failure_table(result: ExperimentResult, row: Row) -> list[list[str]]:
     """What the oracle read where ``row`` missed the identity: the investigation's first clue."""
     misses = [r for r in result.records if r["condition"] == row.condition.key and not r["identity"]]
@@ -111,6 +135,11 @@ def failure_table(result: ExperimentResult, row: Row) -> list[list[str]]:
 
 def _label_font():
     return ImageFont.load_default(size=12)
+
+
+def _drawable(label: str) -> str:
+    """Pillow's default font has no Greek or arrows: spell them out rather than draw boxes."""
+    return label.replace("λ", "lambda").replace("→", "->")
 
 
 def subject_grid(result: ExperimentResult, subject_slug: str) -> Image.Image:
@@ -133,7 +162,7 @@ def subject_grid(result: ExperimentResult, subject_slug: str) -> Image.Image:
     grid = Image.new("RGB", (LABEL_PX + len(trials) * (side + 2), len(rows) * (side + 2)), (255, 255, 255))
     draw, font = ImageDraw.Draw(grid), _label_font()
     for r, (label, images) in enumerate(rows):
-        draw.multiline_text((4, r * (side + 2) + 4), _wrap(label, 36), fill=(20, 20, 20), font=font)
+        draw.multiline_text((4, r * (side + 2) + 4), _wrap(_drawable(label), 36), fill=(20, 20, 20), font=font)
         for c, image in enumerate(images):
             thumb = Image.fromarray(image).resize((side, side), Image.Resampling.NEAREST)
             grid.paste(thumb, (LABEL_PX + c * (side + 2), r * (side + 2)))
@@ -183,6 +212,7 @@ def _blocks(cfg: S3JediConfig, result: ExperimentResult, grids: list[str]) -> li
             "λ rows share the 2-reference loss gap (λ changes sampling, not the model's prediction). "
             "Best λ is picked on these same trials, so its row is optimistic.",
         ),
+        *_finetune_blocks(cfg, result),
         ("h", 2, "Mean target losses"),
         ("table", ["setting", "MSE"], [[k, f"{v:.5f}"] for k, v in result.losses.items()]),
         ("h", 2, f"What {best.condition.label} drew when identity was wrong"),
@@ -191,6 +221,29 @@ def _blocks(cfg: S3JediConfig, result: ExperimentResult, grids: list[str]) -> li
     ]
     blocks += [("img", g, g) for g in grids]
     return blocks
+
+
+def _finetune_blocks(cfg: S3JediConfig, result: ExperimentResult) -> list[tuple]:
+    if not result.finetune:
+        return []
+    ev = cfg.toyworld.eval
+    return [
+        ("h", 2, "Fine-tuning rows"),
+        (
+            "p",
+            f"Each method fine-tunes every novel subject on {ev.finetune_images} renders (each in its own scene, "
+            "captioned in the world's words with the method's identifier), starting from the base model converted "
+            "to a plain Stable Diffusion pipeline (the constant mask channel folded into the input convolution's "
+            "bias; its own floor is the row above them), then draws it in each trial's target scene with the "
+            f"trial's seed. {result.finetune['trials_in_training_scene']} of {len(result.trials)} trials ask for a "
+            "scene among the subject's training renders; the columns below score only the others.",
+        ),
+        (
+            "table",
+            ["method", "prompt", "fine-tuning s (all subjects)", "identity, unseen scenes", "scene, unseen", "trials"],
+            finetune_table(result),
+        ),
+    ]
 
 
 def _cell_html(text: str) -> str:
@@ -270,6 +323,7 @@ def write_report(cfg: S3JediConfig, result: ExperimentResult, out: Path) -> Path
         "chance": CHANCE,
         "losses": result.losses,
         "seconds": result.seconds,
+        "finetune": result.finetune,
         "rows": [
             {"key": r.condition.key, "label": r.condition.label, "metrics": _json_safe(r.metrics)} for r in result.rows
         ],

@@ -77,3 +77,10 @@ def test_bad_scenes_are_refused_with_the_reason(scene_dir, tmp_path, edit, messa
 def test_sample_prompts_may_only_name_existing_concepts(scene_dir):
     with pytest.raises(ValueError, match=r"sample_prompts: 'a {c3}' uses \{c3\} but the scene has 3 concepts"):
         load_scene(str(scene_dir), MultiConceptSection(sample_prompts=["a {c3}"]))
+
+
+def test_a_missing_scene_folder_and_a_bad_resolution_name_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match=r"--scene: .*/nope is not a directory"):
+        load_scene(str(tmp_path / "nope"), CFG)
+    with pytest.raises(ValueError, match=r"resolution\n.*must be a multiple of 8 \(the VAE downsamples 8x\)"):
+        MultiConceptSection(resolution=60)

@@ -1,14 +1,16 @@
 """Self-distillation end to end on local Ray: a DreamBooth teacher, mining, the gold filter, the student.
 
 The first run trains the dog's teacher and a student on its gold samples; a rerun resumes without
-training or mining again. A second run (through the CLI) reuses that teacher with a detector threshold
-nothing passes, so no sample has a masked score and the subject has zero gold: the report says so and
-the student learns from the photos alone.
+training or mining again. Zero gold is checked on that run's own samples with the masked score removed
+(default run); the slow tests run it end to end (through the CLI: the teacher reused, a detector
+threshold nothing passes, so no sample has a masked score and the student learns from the photos
+alone) and chain two rounds.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,7 +22,10 @@ from core import zoo
 from core.subjects import LORA_FILE, apply_subject, read_card
 from tests.selfdistill.conftest import sd_config, settings
 from training.cli import app as training_app
-from training.selfdistill.runner import selfdistill
+from training.selfdistill.gold import select_gold
+from training.selfdistill.prompts import MinedPrompt
+from training.selfdistill.records import gold_path, read_summary, write_round
+from training.selfdistill.runner import gold_sources, round_record, selfdistill
 
 GOLD_ALL = "selfdistill.gold.top_percent=100"  # every sample with both scores is gold: the student gets some
 
@@ -43,6 +48,8 @@ def test_teacher_mining_gold_and_student(first):
     (summary,) = dog.rounds
     assert summary["samples"] == 4 and summary["gold"] > 0 and not summary["photos_only"]
     assert set(dog.seconds) == {"teacher", "prompts", "generation", "scoring", "student"}
+    assert list(report.wall_s) == ["teacher", "mining-r1", "student-r1"]
+    assert report.wall_s["teacher"] >= dog.seconds["teacher"], "the driver's wall includes the worker's time"
     assert sum(dog.shares().values()) == pytest.approx(1.0, abs=1e-3)
     saved = json.loads((tmp / "runs" / "selfdistill-tiny" / "report.json").read_text())
     assert saved["done"] == 1 and saved["subjects"][0]["rounds"][0]["gold"] == summary["gold"]
@@ -100,6 +107,36 @@ def test_a_rerun_resumes_without_training_or_mining_again(first, dog_dir):
         selfdistill(sd_config(tmp), str(dog_dir))
 
 
+def test_zero_gold_is_recorded_and_leaves_the_student_its_photos_only(first, tmp_path):
+    """The first run's real samples with the masked score gone (nothing detected): no gold, every prompt
+    conflicts, the round is written with an empty gold table, and the student gets no gold source."""
+    tmp, _ = first
+    run = str(tmp / "runs" / "selfdistill-tiny")
+    where = tmp / "runs" / "selfdistill-tiny" / "mining" / "dog" / "round-1"
+    samples = pq.read_table(where / "samples.parquet").drop(["gold"])
+    prompts = pq.read_table(where / "prompts.parquet").to_pylist()
+    none = select_gold(
+        np.full(samples.num_rows, np.nan),
+        samples["neg_clip_t"].to_numpy(),
+        samples["prompt_id"].to_numpy(),
+        percent=100,
+    )
+    assert none.count == 0 and none.conflict_rate == 1.0 and none.conflicted_prompts == [0, 1]
+    with_gold = read_summary(run, "dog", 1)
+    zero = replace(with_gold, subject="cat", gold=0, conflict_rate=1.0, image_threshold=None)
+    resolved = {
+        **{k: prompts[0][k] for k in ("round", "answer", "reason", "details", "source")},
+        "subject": "cat",
+        "prompts": [MinedPrompt(p["prompt_id"], p["template"], p["text"]) for p in prompts],
+    }
+    write_round(str(tmp_path), resolved, samples, none, zero)
+    assert pq.read_table(gold_path(str(tmp_path), "cat", 1)).num_rows == 0
+    assert read_summary(str(tmp_path), "cat", 1).gold == 0
+    assert gold_sources(run, 1, {"dog": with_gold, "cat": zero}) == {"dog": gold_path(run, "dog", 1)}
+    assert round_record(zero, "cat-selfdistill")["photos_only"] and not round_record(with_gold, "x")["photos_only"]
+
+
+@pytest.mark.slow
 def test_zero_gold_is_reported_and_the_student_learns_from_photos_only(first, dog_dir):
     tmp, _ = first
     overrides = settings(
@@ -124,3 +161,29 @@ def test_zero_gold_is_reported_and_the_student_learns_from_photos_only(first, do
     assert pq.read_table(where / "gold.parquet").num_rows == 0
     assert pq.read_table(where / "samples.parquet")["mask_found"].to_pylist() == [False] * 4
     assert read_card(tmp / "store" / "dog-photos-only").method == "selfdistill"
+
+
+@pytest.mark.slow
+def test_two_rounds_chain_teacher_to_student(first, dog_dir):
+    """Round 1's student teaches round 2; both rounds are mined with their own prompts and recorded."""
+    tmp, _ = first
+    cfg = sd_config(
+        tmp,
+        GOLD_ALL,
+        "selfdistill.name=two-rounds",
+        "selfdistill.rounds=2",
+        "selfdistill.teacher='{subject}-selfdistill-teacher'",
+        "selfdistill.subject_id='{subject}-twice'",
+    )
+    report = selfdistill(cfg, str(dog_dir))
+    (dog,) = report.subjects
+    assert dog.status == "done", dog.error
+    assert [r["teacher"] for r in dog.rounds] == ["dog-selfdistill-teacher", "dog-twice-r1"]
+    assert [r["student"] for r in dog.rounds] == ["dog-twice-r1", "dog-twice"] and dog.student == "dog-twice"
+    assert list(report.wall_s) == ["teacher", "mining-r1", "student-r1", "mining-r2", "student-r2"]
+    run = tmp / "runs" / "two-rounds" / "mining" / "dog"
+    samples = [pq.read_table(run / f"round-{r}" / "samples.parquet") for r in (1, 2)]
+    assert [set(t["teacher"].to_pylist()) for t in samples] == [{"dog-selfdistill-teacher"}, {"dog-twice-r1"}]
+    assert not set(samples[0]["seed"].to_pylist()) & set(samples[1]["seed"].to_pylist()), "rounds draw anew"
+    for sid in ("dog-twice-r1", "dog-twice"):
+        assert read_card(tmp / "store" / sid).method == "selfdistill"

@@ -83,6 +83,9 @@ def _check_concepts(concepts: list[ConceptSection], cfg: MultiConceptSection) ->
 def load_scene(root: str, cfg: MultiConceptSection) -> Scene:
     """Read and check a scene folder (every problem is a ``ValueError`` naming the file or field)."""
     root = storage.resolve(root)
+    fs, where = storage.filesystem(root)
+    if fs.get_file_info(where).type != pafs.FileType.Directory:
+        raise ValueError(f"--scene: {root} is not a directory (a scene folder holds images/ and scene.json)")
     meta_path = storage.join(root, "scene.json")
     meta = {}
     if _is_file(meta_path):

@@ -72,6 +72,10 @@ class SelfDistillReport:
     run: str
     report_path: str
     subjects: list[SubjectReport]
+    wall_s: dict[str, float] = field(default_factory=dict)
+    """Driver wall time of each phase of this invocation (``teacher``, ``mining-r1``, ``student-r1``, ...)
+    for all subjects together, start-up of workers and actors included: what the per-subject
+    ``seconds`` (time inside the workers) leave out."""
 
     @property
     def failed(self) -> list[SubjectReport]:
@@ -83,6 +87,7 @@ class SelfDistillReport:
             "report": self.report_path,
             "done": len(self.subjects) - len(self.failed),
             "failed": len(self.failed),
+            "wall_s": self.wall_s,
             "subjects": [{**asdict(s), "shares": s.shares()} for s in self.subjects],
         }
 
@@ -293,6 +298,18 @@ def mine_round(
     return summaries
 
 
+def gold_sources(root: str, round_: int, summaries: dict[str, RoundSummary]) -> dict[str, str]:
+    """Subject → the Parquet of its gold samples, the student's extra instance images. A subject
+    without gold is left out: its student learns from its photos alone."""
+    return {name: gold_path(root, name, round_) for name, summary in summaries.items() if summary.gold > 0}
+
+
+def round_record(summary: RoundSummary, student: str | None) -> dict:
+    """A round as the report shows it: the summary, the student it produced and whether that student
+    saw its photos only (zero gold)."""
+    return {**asdict(summary), "student": student, "photos_only": summary.gold == 0}
+
+
 def students(
     cfg: S3JediConfig,
     round_: int,
@@ -308,13 +325,13 @@ def students(
     steps = scfg.finetune.dreambooth.train.steps
     ids = {n: subject_id(template, n, "selfdistill") for n in names}
     todo = [n for n in names if not done_before(root, scfg, f"student-r{round_}", ids[n], "selfdistill", steps)]
-    extras = {n: gold_path(root, n, round_) for n in todo if summaries[n].gold > 0}
+    extras = gold_sources(root, round_, {n: summaries[n] for n in todo})
     log.info("training students", round=round_, subjects=len(todo), with_gold=len(extras))
     _train(scfg, root, "selfdistill", todo, folders, reports, f"student-r{round_}", "student", extras)
     for name in names:
         rep, summary = reports[name], summaries[name]
         done = rep.status == "done"
-        rep.rounds.append({**asdict(summary), "student": ids[name] if done else None, "photos_only": summary.gold == 0})
+        rep.rounds.append(round_record(summary, ids[name] if done else None))
         for phase, seconds in summary.seconds.items():
             rep.add_seconds(phase, seconds)
         if done:
@@ -342,18 +359,26 @@ def selfdistill(cfg: S3JediConfig, subjects: str) -> SelfDistillReport:
     check_run(root, decisive_settings(cfg))
     init_ray(cfg.ray)
 
+    report = SelfDistillReport(sd.name, storage.join(root, "report.json"), list(reports.values()))
+
     def active() -> list[str]:
         return [n for n in folders if reports[n].status == "done"]
 
-    teachers(cfg, active(), folders, reports)
+    def timed(phase: str, fn, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            report.wall_s[phase] = round(time.perf_counter() - start, 3)
+
+    timed("teacher", teachers, cfg, active(), folders, reports)
     teacher_of = {n: reports[n].teacher for n in active()}
     for round_ in range(1, sd.rounds + 1):
         names = active()
         if not names:
             break
-        summaries = mine_round(cfg, round_, names, teacher_of, reports, photos)
-        students(cfg, round_, names, summaries, folders, reports)
+        summaries = timed(f"mining-r{round_}", mine_round, cfg, round_, names, teacher_of, reports, photos)
+        timed(f"student-r{round_}", students, cfg, round_, names, summaries, folders, reports)
         teacher_of = {n: reports[n].student for n in active()}
-    report = SelfDistillReport(sd.name, storage.join(root, "report.json"), list(reports.values()))
     write_bytes(json.dumps(report.to_dict(), indent=1, default=str).encode(), report.report_path)
     return report

@@ -39,6 +39,13 @@ def _vllm_postprocess(row: dict) -> dict:
     return {**{k: row[k] for k in REQUEST_KEYS}, "answer": row.get("generated_text"), "error": None}
 
 
+def vllm_prompt_processor(cfg: S3JediConfig):
+    """The vLLM processor for mining-prompt requests (lazy: building needs no vllm, running needs a GPU)."""
+    p = cfg.selfdistill.prompts
+    preprocess = VllmRequests(SYSTEM, answer_schema(p), p.temperature, p.max_new_tokens, REQUEST_KEYS)
+    return vllm_processor(p.vllm, zoo.resolve("llm", cfg.models.llm, cfg.home), preprocess, _vllm_postprocess)
+
+
 def _answers_on_ray(cfg: S3JediConfig, reqs: list[dict]) -> dict[str, tuple[str | None, str | None]]:
     import ray.data
 
@@ -55,9 +62,7 @@ def _answers_on_ray(cfg: S3JediConfig, reqs: list[dict]) -> dict[str, tuple[str 
             num_cpus=res.num_cpus,
         )
     else:
-        preprocess = VllmRequests(SYSTEM, answer_schema(p), p.temperature, p.max_new_tokens, REQUEST_KEYS)
-        model = zoo.resolve("llm", cfg.models.llm, cfg.home)
-        ds = vllm_processor(p.vllm, model, preprocess, _vllm_postprocess)(ds)
+        ds = vllm_prompt_processor(cfg)(ds)
     answers = {}
     for row in ds.take_all():
         error = row.get("error") or row.get("__inference_error__") or None

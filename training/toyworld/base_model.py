@@ -19,9 +19,10 @@ import torch
 
 from core.config.toyworld import ToyWorldModelSection
 from core.logs import get_logger
+from core.threads import torch_threads
 from core.toyworld.world import vocabulary
 from training.toyworld.text import build_text_encoder, build_tokenizer
-from training.toyworld.vae import fit_vae, torch_threads
+from training.toyworld.vae import fit_vae
 
 log = get_logger("toyworld.base")
 TEXT_HEADS = 4

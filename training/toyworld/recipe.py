@@ -113,15 +113,19 @@ def _run_stage(
 
 
 def _ship(source: Path, dest: Path) -> None:
-    """Copy an export as float16 safetensors: half the size in git, and diffusers loads it back as
-    float32 unless asked otherwise, so users see no difference (the report measures these weights)."""
+    """Copy an export with the UNet and VAE as float16 safetensors: half the size in git, and diffusers
+    loads them back as float32 unless asked otherwise, so users see no difference (the report measures
+    these weights). The text encoder stays float32: transformers honours the ``dtype`` its config
+    records, so a float16 one would load as float16 and run slowly (and rounded) on a CPU."""
     import torch
 
     from core.jedi import JeDiPipeline
 
     staging = dest.parent / f".{dest.name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
-    pipe = JeDiPipeline.from_pretrained(str(source), dtype=torch.float16, use_safetensors=True)
+    pipe = JeDiPipeline.from_pretrained(str(source), use_safetensors=True)
+    pipe.unet.to(torch.float16)
+    pipe.vae.to(torch.float16)
     pipe.save_pretrained(str(staging), safe_serialization=True)
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
