@@ -83,45 +83,57 @@ def conditions(ev: ToyWorldEvalSection) -> list[Condition]:
     return rows
 
 
+def _chunked(trials: list[Trial], draw) -> list[np.ndarray]:
+    """``draw(chunk)`` → PIL images for up to ``PROMPTS_PER_CALL`` trials at a time, as RGB arrays."""
+    images: list[np.ndarray] = []
+    for start in range(0, len(trials), PROMPTS_PER_CALL):
+        images += [np.asarray(im.convert("RGB")) for im in draw(trials[start : start + PROMPTS_PER_CALL])]
+    return images
+
+
+def _seeds(chunk: list[Trial]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(t.seed) for t in chunk]
+
+
 @torch.no_grad()
 def generate(pipe, trials: list[Trial], cond: Condition, size: int, ev: ToyWorldEvalSection) -> list[np.ndarray]:
     """One ``size``×``size``×3 uint8 image per trial."""
     pipe.set_progress_bar_config(disable=True)
-    images: list[np.ndarray] = []
-    for start in range(0, len(trials), PROMPTS_PER_CALL):
-        chunk = trials[start : start + PROMPTS_PER_CALL]
-        out = pipe(
-            [t.references(cond.k, size) for t in chunk],
-            [t.prompt for t in chunk],
-            num_inference_steps=ev.steps,
-            guidance_scale=ev.guidance_scale,
-            image_guidance_scale=cond.lam,
-            coupled=cond.coupled,
-            height=size,
-            width=size,
-            generator=[torch.Generator().manual_seed(t.seed) for t in chunk],
-        ).images
-        images += [np.asarray(im.convert("RGB")) for im in out]
-    return images
+    return _chunked(
+        trials,
+        lambda chunk: (
+            pipe(
+                [t.references(cond.k, size) for t in chunk],
+                [t.prompt for t in chunk],
+                num_inference_steps=ev.steps,
+                guidance_scale=ev.guidance_scale,
+                image_guidance_scale=cond.lam,
+                coupled=cond.coupled,
+                height=size,
+                width=size,
+                generator=_seeds(chunk),
+            ).images
+        ),
+    )
 
 
 @torch.no_grad()
 def generate_plain(pipe, trials: list[Trial], size: int, ev: ToyWorldEvalSection) -> list[np.ndarray]:
     """The trials' prompts through a plain SD pipeline (no references), one image per trial."""
     pipe.set_progress_bar_config(disable=True)
-    images: list[np.ndarray] = []
-    for start in range(0, len(trials), PROMPTS_PER_CALL):
-        chunk = trials[start : start + PROMPTS_PER_CALL]
-        out = pipe(
-            [t.prompt for t in chunk],
-            num_inference_steps=ev.steps,
-            guidance_scale=ev.guidance_scale,
-            height=size,
-            width=size,
-            generator=[torch.Generator().manual_seed(t.seed) for t in chunk],
-        ).images
-        images += [np.asarray(im.convert("RGB")) for im in out]
-    return images
+    return _chunked(
+        trials,
+        lambda chunk: (
+            pipe(
+                [t.prompt for t in chunk],
+                num_inference_steps=ev.steps,
+                guidance_scale=ev.guidance_scale,
+                height=size,
+                width=size,
+                generator=_seeds(chunk),
+            ).images
+        ),
+    )
 
 
 def generate_finetuned(
