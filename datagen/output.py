@@ -41,7 +41,7 @@ from core.s3 import (
     write_table,
 )
 from core.s3.writer import TMP_SUFFIX
-from datagen.rows import TRACE_TYPE, WorkRow, from_table, to_table
+from datagen.rows import TRACE_TYPE, WORK_SCHEMA, WorkRow, from_table, to_table
 
 RUN_FILE = "_run.json"
 PARTS_DIR = "_parts"
@@ -61,16 +61,8 @@ STATUS_SCHEMA = pa.schema(
         ("finished_at", pa.float64()),
     ]
 )
-SUBJECTS_SCHEMA = pa.schema(
-    [
-        ("subject_id", pa.string()),
-        ("shard", pa.int32()),
-        ("category", pa.string()),
-        ("subject", pa.string()),
-        ("scenes", pa.list_(pa.string())),
-        ("seed", pa.int64()),
-    ]
-)
+SUBJECTS_SCHEMA = pa.schema(list(WORK_SCHEMA)[:6])
+"""A subject as stage 1 writes it: the leading fields of a work row (id, shard, category, text, scenes, seed)."""
 
 
 class ResumeMismatchError(ValueError):
