@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup demo test test-all lint lock clean chromium
+.PHONY: setup demo test test-all test-gpu lint lock clean chromium
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ chromium:
 test: $(VENV)/.installed chromium
 	$(PY) -m pytest
 
+# Everything a CPU machine can run: the default tests and the slow ones.
 test-all: $(VENV)/.installed chromium
-	$(PY) -m pytest -m "slow or not slow"
+	$(PY) -m pytest -m "not gpu"
+
+# The tests that need a CUDA GPU (run where one is present; benchmarks/device/README.md for the lent one).
+test-gpu: $(VENV)/.installed
+	$(PY) -m pytest -m gpu
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

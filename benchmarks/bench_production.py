@@ -2,8 +2,9 @@
 
 On a GPU the sizes are the production ones (SDXL 1024² 30 steps fp16; SD1.4-shaped JeDi at 512²);
 on a CPU the same code runs at reduced sizes so it never rots: JeDi and training on the SD1.4 shape at
-64², and SDXL on the tiny profile (the SDXL shape needs ~14 GB of fp32 weights). Every entry prints a
-ratio against a baseline measured in the same run.
+64², and SDXL on the tiny profile (the SDXL shape is slow on a CPU). ``S3JEDI_BENCH_REHEARSE=1`` runs
+the GPU plan on a CPU (SDXL shape, float16, bf16 autocast) at CPU sizes (``benchmarks.common.Target``).
+Every entry prints a ratio against a baseline measured in the same run.
 
     python -m benchmarks.run production
     S3JEDI_BENCH_COMPILE=1 python -m benchmarks.run production    # also torch.compile the SDXL UNet
@@ -16,64 +17,47 @@ import time
 
 import torch
 
-from benchmarks.common import timeit
+from benchmarks.common import Target, target, timeit
 from core import zoo
 
-GPU = torch.cuda.is_available()
-DEVICE = "cuda" if GPU else "cpu"
-DTYPE = torch.float16 if GPU else None
-SIZE = 512 if GPU else 64
 PAPER_STEPS, PAPER_BATCH = 140_000, 2048  # JeDi paper: 140K steps x batch 2048 on 32 A100 in 36 h
+PUBLISHED_SDXL_S = 2.5  # s/image, optimized A100 (diffusers/PyTorch blog: 7.4 s plain -> 2.5 s)
 
 
-def _sync() -> None:
-    if GPU:
-        torch.cuda.synchronize()
-
-
-def _peak_reset() -> None:
-    if GPU:
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _peak_gb() -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**30 if GPU else None
-
-
-def sdxl() -> dict:
-    pipe = zoo.load("sdxl", "shape" if GPU else "tiny", device=DEVICE, dtype=DTYPE)
+def sdxl(t: Target) -> dict:
+    model = "shape" if t.production else "tiny"
+    pipe = zoo.load("sdxl", model, device=t.device, dtype=t.half)
     pipe.set_progress_bar_config(disable=True)
-    if os.environ.get("S3JEDI_BENCH_COMPILE") == "1":
+    compiled = os.environ.get("S3JEDI_BENCH_COMPILE") == "1"
+    if compiled:
         pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
-    size, steps = (1024, 30) if GPU else (64, 4)
-    t = timeit(
-        lambda: (pipe("a photo of a teapot", height=size, width=size, num_inference_steps=steps), _sync()),
-        repeat=3,
+    size, steps = t.pick((1024, 30), (128, 1) if t.rehearse else (64, 4))
+    timing = timeit(
+        lambda: (pipe("a photo of a teapot", height=size, width=size, num_inference_steps=steps), t.sync()),
+        repeat=t.pick(3, 1),
         warmup=1,
     )
-    published = 2.5  # s/image, optimized A100 (diffusers/PyTorch blog: 7.4 s plain -> 2.5 s)
+    seconds = timing["median_s"]
     print(
-        f"   SDXL {size}² {steps} steps on {DEVICE}: {t['median_s']:.2f} s/image"
-        + (
-            f" ({t['median_s'] / published:.2f}x the published optimized A100 figure)"
-            if GPU
-            else " (tiny profile, CPU)"
-        )
+        f"   SDXL ({model}) {size}² {steps} steps on {t.device}: {seconds:.2f} s/image"
+        + (f" ({seconds / PUBLISHED_SDXL_S:.2f}x the published optimized A100 figure)" if t.gpu else " (CPU)")
     )
     return {
         "size": size,
         "steps": steps,
-        "s_per_image": t["median_s"],
-        "published_a100_optimized_s": published,
-        "model": "shape" if GPU else "tiny",
-        "compiled": os.environ.get("S3JEDI_BENCH_COMPILE") == "1",
+        "s_per_image": seconds,
+        "published_a100_optimized_s": PUBLISHED_SDXL_S,
+        "ratio_vs_published": seconds / PUBLISHED_SDXL_S if t.gpu else None,
+        "model": model,
+        "dtype": str(t.half),
+        "compiled": compiled,
     }
 
 
-def jedi_sampling() -> dict:
+def jedi_sampling(t: Target) -> dict:
     from PIL import Image
 
-    jedi = zoo.load("jedi", "shape", device=DEVICE, dtype=DTYPE)
+    jedi = zoo.load("jedi", "shape", device=t.device, dtype=t.half)
     jedi.set_progress_bar_config(disable=True)
     from diffusers import StableDiffusionPipeline
 
@@ -81,53 +65,53 @@ def jedi_sampling() -> dict:
         vae=jedi.vae,
         text_encoder=jedi.text_encoder,
         tokenizer=jedi.tokenizer,
-        unet=zoo.load("sd", "shape", device=DEVICE, dtype=DTYPE).unet,
+        unet=zoo.load("sd", "shape", device=t.device, dtype=t.half).unet,
         scheduler=jedi.scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     plain.set_progress_bar_config(disable=True)
-    steps = 10 if GPU else 2
-    ref = Image.new("RGB", (SIZE, SIZE), (120, 90, 60))
+    size, steps = t.pick(512, 64), t.pick(10, 2)
+    ref = Image.new("RGB", (size, size), (120, 90, 60))
     out = {}
     for n in (2, 3, 4):
-        _peak_reset()
+        t.reset_peak()
         tj = timeit(
             lambda: (
                 jedi(
                     [ref] * (n - 1),
                     "a dog",
                     num_inference_steps=steps,
-                    height=SIZE,
-                    width=SIZE,
+                    height=size,
+                    width=size,
                     guidance_scale=7.5,
                     image_guidance_scale=2.0,
                     output_type="latent",
                 ),
-                _sync(),
+                t.sync(),
             ),
             repeat=2,
             warmup=1,
         )
-        mem_j = _peak_gb()
-        _peak_reset()
+        mem_j = t.peak_gb()
+        t.reset_peak()
         tp = timeit(
             lambda: (
                 plain(
                     ["a dog"] * n,
                     num_inference_steps=steps,
-                    height=SIZE,
-                    width=SIZE,
+                    height=size,
+                    width=size,
                     guidance_scale=7.5,
                     output_type="latent",
                 ),
-                _sync(),
+                t.sync(),
             ),
             repeat=2,
             warmup=1,
         )
-        mem_p = _peak_gb()
+        mem_p = t.peak_gb()
         # JeDi runs 2 passes over the N set members plus one over the target (image guidance);
         # the plain pipeline runs 2 passes (CFG) over N images: normalise per image-pass. Both stop at
         # latents: JeDi decodes 1 image where the plain pipeline decodes N, which at CPU sizes and few
@@ -143,64 +127,70 @@ def jedi_sampling() -> dict:
             "plain_peak_gb": mem_p,
         }
         print(
-            f"   JeDi set of {n} vs plain batch of {n} ({SIZE}², {steps} steps): {ratio:.2f}x, per image-pass "
-            f"{per_pass:.2f}x (target <= 1.15)" + (f"; peak {mem_j:.1f} vs {mem_p:.1f} GiB" if GPU else "")
+            f"   JeDi set of {n} vs plain batch of {n} ({size}², {steps} steps): {ratio:.2f}x, per image-pass "
+            f"{per_pass:.2f}x (target <= 1.15)" + (f"; peak {mem_j:.1f} vs {mem_p:.1f} GiB" if t.gpu else "")
         )
-    return {"size": SIZE, "steps": steps, "per_set_size": out, "target": 1.15}
+    return {"size": size, "steps": steps, "dtype": str(t.half), "per_set_size": out, "target": 1.15}
 
 
-def training_step() -> dict:
-    from core.jedi import JeDiPipeline, jedi_loss
-
-    pipe: JeDiPipeline = zoo.load("jedi", "shape", device=DEVICE)
-    unet, sched = pipe.unet.train(), pipe.scheduler
+def training_step(t: Target) -> dict:
+    """One optimizer step of the JeDi loss on the SD1.4 shape, through the trainer's own precision
+    context (``training.shell.precision.autocast``): bf16 autocast with and without gradient checkpointing."""
     from diffusers import DDPMScheduler
 
-    noise_sched = DDPMScheduler.from_config(sched.config)
-    h = SIZE // 8
-    n, sets = 3, (4 if GPU else 1)
-    latents = torch.randn(sets * n, 4, h, h, device=DEVICE)
-    text = torch.randn(sets * n, 77, 768, device=DEVICE)
-    null = torch.zeros(1, 77, 768, device=DEVICE)
+    from core.jedi import JeDiPipeline, jedi_loss
+    from training.shell.precision import autocast
+
+    pipe: JeDiPipeline = zoo.load("jedi", "shape", device=t.device)
+    unet = pipe.unet.train()
+    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    size = t.pick(512, 64)
+    n, sets = 3, t.pick(4, 1)
+    device = torch.device(t.device)
+    latents = torch.randn(sets * n, 4, size // 8, size // 8, device=device)
+    text = torch.randn(sets * n, 77, 768, device=device)
+    null = torch.zeros(1, 77, 768, device=device)
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-5)
     results = {}
     for checkpointing in (False, True):
-        for precision in ("bf16", "fp32") if GPU else ("fp32",):
+        for precision in ("bf16", "fp32") if t.production else ("fp32",):
             unet.enable_gradient_checkpointing() if checkpointing else unet.disable_gradient_checkpointing()
 
             def step():
-                ctx = (
-                    torch.autocast("cuda", dtype=torch.bfloat16)
-                    if precision == "bf16"
-                    else torch.autocast("cpu", enabled=False)
-                )
-                with ctx:
+                with autocast(precision, device):
                     loss = jedi_loss(unet, noise_sched, latents, text, null, set_size=n).loss
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                _sync()
+                t.sync()
 
-            _peak_reset()
-            t = timeit(step, repeat=3 if GPU else 1, warmup=1)
-            ips = sets * n / t["median_s"]
-            gpu_hours = PAPER_STEPS * PAPER_BATCH / ips / 3600
+            t.reset_peak()
+            timing = timeit(step, repeat=t.pick(3, 1), warmup=1)
+            ips = sets * n / timing["median_s"]
+            hours = PAPER_STEPS * PAPER_BATCH / ips / 3600
             key = f"{precision}{'+ckpt' if checkpointing else ''}"
             results[key] = {
                 "images_per_s": ips,
-                "peak_gb": _peak_gb(),
-                "implied_gpu_hours_for_paper_schedule": gpu_hours,
+                "peak_gb": t.peak_gb(),
+                "implied_device_hours_for_paper_schedule": hours,
             }
             print(
-                f"   JeDi training step ({SIZE}², set of 3, {key}): {ips:.2f} img/s on {DEVICE}; "
-                f"paper schedule would take {gpu_hours:,.0f} {DEVICE.upper()}-hours (paper: 32 A100 x 36 h = 1,152)"
+                f"   JeDi training step ({size}², set of 3, {key}): {ips:.2f} img/s on {t.device}; "
+                f"paper schedule would take {hours:,.0f} {t.device.upper()}-hours (paper: 32 A100 x 36 h = 1,152)"
             )
-    return {"size": SIZE, "sets": sets, "set_size": n, "results": results, "paper_gpu_hours": 32 * 36}
+    return {"size": size, "sets": sets, "set_size": n, "results": results, "paper_gpu_hours": 32 * 36}
 
 
 def run() -> dict:
+    t = target()
     start = time.perf_counter()
-    out = {"device": DEVICE, "sdxl": sdxl(), "jedi_sampling": jedi_sampling(), "training_step": training_step()}
+    out = {
+        "device": t.device,
+        "rehearsal": t.rehearse,
+        "sdxl": sdxl(t),
+        "jedi_sampling": jedi_sampling(t),
+        "training_step": training_step(t),
+    }
     out["wall_s"] = time.perf_counter() - start
     print("   S3 stage throughput and Serve latency: see benchmarks/bench_datagen.py and bench_serving.py")
     return out

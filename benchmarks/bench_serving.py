@@ -8,6 +8,10 @@ at concurrency 1, 4 and 16, three ways, all in this run on the same machine:
 2. **serve** — over HTTP through the gateway and the ``Personalizer`` with ``@serve.batch``.
 3. **serve, unbatched** — the same app redeployed with ``max_batch_size=1``, at concurrency 16.
 
+On a GPU the model is the SD1.4-shaped JeDi (production architecture, random weights, fp16) at 512²;
+on a CPU the tiny JeDi at 64², or with ``S3JEDI_BENCH_REHEARSE=1`` the GPU plan at CPU sizes
+(``benchmarks.common.Target``).
+
 Reported: the overhead ratio p50(serve) / p50(direct) at concurrency 1 (target ≤ 1.2; also without
 the batch wait, which a lone request spends waiting for batch-mates and which dominates on the tiny
 model), and the batching gain at 16: requests/s batched / unbatched. Clients send the same references (as one
@@ -22,14 +26,30 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.common import Target, target
 from core.paths import REPO_ROOT
 
 PHOTOS = sorted((REPO_ROOT.parent / "shared" / "dreambooth" / "images" / "dog").glob("*.jpg"))[:3]
-STEPS = 4
-LEVELS = {1: 8, 4: 16, 16: 48}  # concurrency -> requests sent
-THREADS = 1  # torch threads of the replica (Ray sets OMP_NUM_THREADS from num_cpus=1) and of the baseline
+THREADS = 1  # CPU: torch threads of the replica (Ray sets OMP_NUM_THREADS from num_cpus=1) and of the baseline
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: str
+    size: int
+    steps: int
+    levels: dict[int, int]  # concurrency -> requests sent
+
+    @classmethod
+    def on(cls, t: Target) -> Workload:
+        if t.gpu:
+            return cls("shape", 512, 10, {1: 4, 4: 8, 16: 32})  # ~5 min on one H100 (estimate)
+        if t.rehearse:
+            return cls("shape", 64, 1, {1: 1, 4: 4, 16: 8})  # fp16 on one CPU thread: ~10 s a request
+        return cls("tiny", 64, 4, {1: 8, 4: 16, 16: 48})
 
 
 def _summary(latencies: list[float], wall: float) -> dict:
@@ -57,14 +77,15 @@ def _drive(call, concurrency: int, requests: int) -> dict:
     return _summary(latencies, time.perf_counter() - start)
 
 
-def _direct(levels: dict[int, int]) -> dict:
+def _direct(t: Target, w: Workload) -> dict:
     import torch
     from PIL import Image
 
     from core import zoo
 
-    torch.set_num_threads(THREADS)
-    pipe = zoo.load("jedi", "tiny")
+    if not t.gpu:
+        torch.set_num_threads(THREADS)
+    pipe = zoo.load("jedi", w.model, device=t.device, dtype=t.half)
     pipe.set_progress_bar_config(disable=True)
     refs = [Image.open(p).convert("RGB") for p in PHOTOS]
     lock = threading.Lock()
@@ -75,15 +96,18 @@ def _direct(levels: dict[int, int]) -> dict:
             pipe(
                 refs,
                 f"a photo of the dog, take {i}",
-                num_inference_steps=STEPS,
+                num_inference_steps=w.steps,
+                height=w.size,
+                width=w.size,
                 guidance_scale=3.0,
                 generator=generator,
             )
+            t.sync()
 
-    return {c: _drive(call, c, n) for c, n in levels.items()}
+    return {c: _drive(call, c, n) for c, n in w.levels.items()}
 
 
-def _serve(cfg, levels: dict[int, int]) -> tuple[dict, dict]:
+def _serve(cfg, w: Workload, levels: dict[int, int]) -> tuple[dict, dict]:
     from ray import serve
 
     from serving.app import application
@@ -96,7 +120,9 @@ def _serve(cfg, levels: dict[int, int]) -> tuple[dict, dict]:
     batch_sizes: list[int] = []
 
     def call(i: int) -> None:
-        reply = client.personalize(photos, [f"a photo of the dog, take {i}"], steps=STEPS, seed=i + 1)
+        reply = client.personalize(
+            photos, [f"a photo of the dog, take {i}"], steps=w.steps, height=w.size, width=w.size, seed=i + 1
+        )
         batch_sizes.append(reply["batch_size"])
 
     results = {}
@@ -116,10 +142,18 @@ def run() -> dict:
     from serving.demo import free_port
 
     os.environ.pop("S3JEDI_API_KEYS", None)  # dev mode on loopback: auth is not what is measured
-    build("tiny", ["jedi"])
-    direct = _direct(LEVELS)
+    t = target()
+    w = Workload.on(t)
+    # the app's Generator (text-to-image, not measured here) always serves the tiny SD
+    build("tiny", ["sd", "jedi"] if w.model == "tiny" else ["sd"])
+    direct = _direct(t, w)
     settings = [
         f"serving.port={free_port()}",
+        f"models.jedi={w.model}",
+        f"serving.limits.max_side={max(w.size, 256)}",
+        f"serving.defaults.size={w.size}",
+        f"serving.dtype={str(t.half).removeprefix('torch.') if t.half else 'float32'}",
+        f"serving.personalizer.num_gpus={1 if t.gpu else 0}",
         "serving.personalizer.num_cpus=1",
         "serving.personalizer.max_ongoing_requests=32",
         "serving.batching.max_batch_size=16",
@@ -130,9 +164,9 @@ def run() -> dict:
     init_ray(cfg.ray)
     serve.start(http_options={"host": "127.0.0.1", "port": cfg.serving.port})
     try:
-        batched, info = _serve(cfg, LEVELS)
+        batched, info = _serve(cfg, w, w.levels)
         unbatched_cfg = load_config("tiny", [*settings, "serving.batching.max_batch_size=1"])
-        unbatched, _ = _serve(unbatched_cfg, {16: LEVELS[16]})
+        unbatched, _ = _serve(unbatched_cfg, w, {16: w.levels[16]})
     finally:
         serve.shutdown()
 
@@ -140,7 +174,7 @@ def run() -> dict:
     wait = cfg.serving.batching.wait_timeout_s  # a lone request waits this long for batch-mates
     overhead_without_wait = (batched[1]["p50_s"] - wait) / direct[1]["p50_s"]
     gain = batched[16]["rps"] / unbatched[16]["rps"]
-    for c in LEVELS:
+    for c in w.levels:
         d, s = direct[c], batched[c]
         print(
             f"   concurrency {c:2d}: direct {d['rps']:.2f} req/s p50 {d['p50_s']:.3f} p95 {d['p95_s']:.3f} | "
@@ -155,8 +189,16 @@ def run() -> dict:
         f"({batched[16]['rps']:.2f} batched vs {unbatched[16]['rps']:.2f} with max_batch_size=1)"
     )
     return {
-        "workload": {"references": [Path(p).name for p in PHOTOS], "steps": STEPS, "size": 64, "images": 1},
-        "replica": {k: info[k] for k in ("device", "torch_threads")},
+        "workload": {
+            "references": [Path(p).name for p in PHOTOS],
+            "model": w.model,
+            "steps": w.steps,
+            "size": w.size,
+            "images": 1,
+            "requests": w.levels,
+        },
+        "rehearsal": t.rehearse,
+        "replica": {k: info[k] for k in ("device", "dtype", "torch_threads")},
         "direct": direct,
         "serve": batched,
         "serve_unbatched": unbatched,

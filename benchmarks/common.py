@@ -12,6 +12,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,3 +53,62 @@ def write_result(name: str, result: dict) -> Path:
     payload = {"benchmark": name, "time": stamp, "machine": machine(), **result}
     path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
     return path
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a benchmark runs and at what scale.
+
+    On a CUDA GPU the plan is the production one: production architectures (the zoo's ``shape``
+    models), half precision, production sizes. On a CPU the same code runs at reduced sizes so it
+    never rots. ``rehearse`` (``S3JEDI_BENCH_REHEARSE=1`` on a CPU) runs the *GPU plan* — shape
+    models, half precision, bf16 autocast — at CPU sizes: a session lent a GPU for minutes then
+    finds code that has already run end to end, and only the sizes change.
+    """
+
+    device: str
+    rehearse: bool = False
+
+    @property
+    def gpu(self) -> bool:
+        return self.device == "cuda"
+
+    @property
+    def production(self) -> bool:
+        """Use the GPU plan (shape models, half precision)."""
+        return self.gpu or self.rehearse
+
+    @property
+    def half(self):
+        import torch
+
+        return torch.float16 if self.production else None
+
+    def pick(self, gpu, cpu):
+        """``gpu`` on a GPU, else ``cpu``: sizes, steps, repeats (a rehearsal uses CPU sizes)."""
+        return gpu if self.gpu else cpu
+
+    def sync(self) -> None:
+        import torch
+
+        if self.gpu:
+            torch.cuda.synchronize()
+
+    def reset_peak(self) -> None:
+        import torch
+
+        if self.gpu:
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_gb(self) -> float | None:
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**30 if self.gpu else None
+
+
+def target() -> Target:
+    import torch
+
+    if torch.cuda.is_available():
+        return Target("cuda")
+    return Target("cpu", rehearse=os.environ.get("S3JEDI_BENCH_REHEARSE") == "1")

@@ -27,11 +27,22 @@ class Instance:
 
 
 def find_instances(
-    detector, segmenter, image: Image.Image, caption: str, box_threshold: float, text_threshold: float
+    detector,
+    segmenter,
+    image: Image.Image,
+    caption: str,
+    box_threshold: float,
+    text_threshold: float,
+    max_detections: int | None = None,
 ) -> list[Instance]:
-    """Every detection of ``caption`` in ``image`` with its SAM mask, best detection first."""
+    """The detections of ``caption`` in ``image`` with their SAM masks, best detection first.
+
+    ``max_detections`` caps the boxes handed to SAM (best first): SAM's time and memory grow per box,
+    and Grounding DINO has 900 queries, so a low threshold or a busy image would otherwise segment
+    hundreds of boxes of which a handful are used."""
     image = image.convert("RGB")
     detections = detector.detect(image, caption, box_threshold=box_threshold, text_threshold=text_threshold)
+    detections = detections[:max_detections]
     if not detections:
         return []
     boxes = np.array([d.box_xyxy for d in detections], dtype=np.float32)
@@ -49,7 +60,7 @@ def subject_mask(
     max_instances: int = 1,
 ) -> np.ndarray | None:
     """Union of the masks of the ``max_instances`` best detections; None when nothing is detected."""
-    instances = find_instances(detector, segmenter, image, caption, box_threshold, text_threshold)[:max_instances]
+    instances = find_instances(detector, segmenter, image, caption, box_threshold, text_threshold, max_instances)
     if not instances:
         return None
     return np.logical_or.reduce([inst.mask for inst in instances])

@@ -240,7 +240,7 @@ def apply_subject(pipe: Any, subject_dir: Path) -> Any:
     weights = card.weights
     if weights.unet:
         unet = UNet2DConditionModel.from_pretrained(
-            str(subject_dir / UNET_DIR), use_safetensors=True, torch_dtype=pipe.unet.dtype
+            str(subject_dir / UNET_DIR), use_safetensors=True, dtype=pipe.unet.dtype
         )
         pipe.register_modules(unet=unet.to(pipe.unet.device))
     if weights.text_encoder:

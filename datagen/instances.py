@@ -109,7 +109,13 @@ class InstanceCutter:
         detections = 0
         for item, image, _ in decoded:
             found = find_instances(
-                self.detector, self.segmenter, image, row.category, self.cfg.box_threshold, self.cfg.text_threshold
+                self.detector,
+                self.segmenter,
+                image,
+                row.category,
+                self.cfg.box_threshold,
+                self.cfg.text_threshold,
+                self.cfg.max_detections,
             )
             detections += len(found)
             kept, dropped = select_instances(found, image, item.source, self.cfg)

@@ -36,6 +36,10 @@ def test_overrides_parse_yaml_values():
         ("modelz.sd=x", "modelz: unknown field"),
         ("models.sd.x=1", "models.sd is a value, not a section"),
         ("seed", "expected dotted.key=value"),
+        (
+            "datagen.instances.max_detections=2",
+            "datagen.instances: Value error, max_detections (2) must be >= max_per_image (4)",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_the_field(override, expected):

@@ -93,10 +93,15 @@ class InstancesSection(Section):
     max_overlap: float = Field(0.3, ge=0.0, le=1.0, description="IoU with a better box above which a box is dropped")
     min_mask_fill: float = Field(0.1, ge=0.0, le=1.0, description="smallest mask area / box area")
     max_per_image: int = Field(4, ge=1, le=64, description="instances kept per collage, best first")
+    max_detections: int = Field(
+        32, ge=1, le=900, description="best boxes per collage given to SAM (its cost grows per box)"
+    )
     resources: StageResources = Field(default_factory=StageResources)
 
     @model_validator(mode="after")
     def _check(self) -> InstancesSection:
+        if self.max_detections < self.max_per_image:
+            raise ValueError(f"max_detections ({self.max_detections}) must be >= max_per_image ({self.max_per_image})")
         if self.min_area > self.max_area:
             raise ValueError(f"min_area ({self.min_area}) must be <= max_area ({self.max_area})")
         return self

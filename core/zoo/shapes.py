@@ -10,7 +10,9 @@ are the same locally written ones as the tiny profile (the real CLIP BPE for the
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -209,16 +211,30 @@ def _text_encoder(cfg: dict, with_projection: bool = False):
     return cls(CLIPTextConfig(**cfg))
 
 
+@contextlib.contextmanager
+def building(device: str, dtype=None) -> Iterator[None]:
+    """Construct modules directly on ``device`` and, when given, in ``dtype``: the SDXL shape in
+    float32 is ~14 GB, so building it in float16 halves the peak instead of casting afterwards."""
+    previous = torch.get_default_dtype()
+    with torch.device(device):
+        if dtype is not None and device != "meta":
+            torch.set_default_dtype(dtype)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(previous)
+
+
 def sd_pipeline(
     pipeline_cls_name: str, unet_cfg: dict, text_cfg: dict, scheduler_cls_name: str, device: str, dtype=None
 ):
     """A Stable Diffusion pipeline of the given architecture with random weights (built directly on
-    ``device``; half precision is applied after construction)."""
+    ``device`` in ``dtype``)."""
     import diffusers
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     tokenizer = _clip_tokenizer()
-    with torch.device(device):
+    with building(device, dtype):
         unet = UNet2DConditionModel(**unet_cfg)
         vae = AutoencoderKL(**SD_VAE)
         text_encoder = _text_encoder(text_cfg)
@@ -234,14 +250,14 @@ def sd_pipeline(
         requires_safety_checker=False,
     )
     pipe = getattr(diffusers, pipeline_cls_name)(**kwargs)
-    return pipe.to(dtype=dtype) if dtype is not None and device != "meta" else pipe
+    return pipe
 
 
 def sdxl_pipeline(device: str, dtype=None):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     tokenizer, tokenizer_2 = _clip_tokenizer(), _clip_tokenizer(pad_token="!")
-    with torch.device(device):
+    with building(device, dtype):
         unet = UNet2DConditionModel(**SDXL_UNET)
         vae = AutoencoderKL(**SDXL_VAE)
         text_encoder = _text_encoder({**CLIP_L_TEXT})
@@ -255,7 +271,7 @@ def sdxl_pipeline(device: str, dtype=None):
         unet=unet,
         scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER),
     )
-    return pipe.to(dtype=dtype) if dtype is not None and device != "meta" else pipe
+    return pipe
 
 
 def count_params(module: torch.nn.Module) -> int:

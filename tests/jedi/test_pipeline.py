@@ -216,3 +216,22 @@ def test_ancestral_scheduler_with_a_generator_per_image(jedi_pipe, dog_refs):
         assert out.images.shape == (2, 64, 64, 3)
     finally:
         jedi_pipe.scheduler = original
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_follows_the_float32_run(dog_refs, dtype):
+    """The GPU serves and benchmarks JeDi in half precision (``serving.dtype=auto``, the production
+    benchmark), loaded through the zoo with ``dtype``: the same code in bf16/fp16 (reference encoding,
+    masks, both guidances) must track the float32 run, not just produce finite numbers. Half precision
+    runs on CPU too, slowly, so this is checked here."""
+    from core import zoo
+
+    zoo.build("tiny", ["jedi"])
+    kw = dict(num_inference_steps=3, guidance_scale=3.0, image_guidance_scale=2.0, output_type="latent")
+    full, half = zoo.load("jedi", "tiny"), zoo.load("jedi", "tiny", dtype=dtype)
+    assert {half.unet.dtype, half.vae.dtype, half.text_encoder.dtype} == {dtype}
+    ref = full(dog_refs[:2], "a dog", generator=_gen(), **kw).set_latents
+    out = half(dog_refs[:2], "a dog", generator=_gen(), **kw).set_latents
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    corr = torch.corrcoef(torch.stack([ref.flatten(), out.float().flatten()]))[0, 1]
+    assert corr > 0.99, f"{dtype} run drifted from float32 (correlation {corr:.4f})"

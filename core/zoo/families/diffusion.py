@@ -171,7 +171,7 @@ def _loader(family: str, pipeline_cls_name: str, sd_extras: bool = True):
         pipe_cls = getattr(diffusers, pipeline_cls_name)
         kwargs = dict(use_safetensors=True)
         if dtype is not None:
-            kwargs["torch_dtype"] = dtype
+            kwargs["dtype"] = dtype
         if sd_extras:
             # The NSFW checker is a separate model with its own policy question; s3jedi does not run it.
             kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)

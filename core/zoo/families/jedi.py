@@ -60,7 +60,7 @@ def load(source: str, *, device: str = "cpu", dtype=None):
     refuse_pickle_only_dir(source, "jedi")
     kwargs = {"use_safetensors": True}
     if dtype is not None:
-        kwargs["torch_dtype"] = dtype
+        kwargs["dtype"] = dtype
     return JeDiPipeline.from_pretrained(source, **kwargs).to(device)
 
 
