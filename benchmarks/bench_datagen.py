@@ -337,10 +337,8 @@ def s3_stages(device: str, subjects: int, shape: set[str]) -> dict:
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
         "profile": cfg.profile,
         "models": {f: getattr(cfg.models, f) for f in _model_families()},
-        "model_dtype": "fp16 for SDXL, inpainting and pix2pix (datagen.precision); Grounding DINO, SAM and CLIP "
-        "in fp32 as datagen loads them"
-        if device == "cuda"
-        else "fp32 (CPU)",
+        "model_dtype": f"{cfg.datagen.precision} for SDXL, inpainting and pix2pix (datagen.precision); "
+        "Grounding DINO, SAM and CLIP in fp32 as datagen loads them",
         "subjects": subjects,
         "subject_text": "template backend: a random-weight LLM would write garbage",
         "sizes": {
