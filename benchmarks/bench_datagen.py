@@ -13,7 +13,7 @@
    pools share it at the profile's production sizes (collages 1024² 30 steps, backgrounds 512² 30 steps,
    stylize 20 steps) in fp16; per stage images/s, the GPU busy fraction of the build (goal >= 0.8, ratio
    printed) and per stage, and the bottleneck stage; anchors: Ray Data ~900 images/s per L4 on ResNet-18,
-   SDXL 2.5 s/image on an optimized A100. Without a GPU (or with ``S3JEDI_BENCH_REHEARSE=1``) the same
+   SDXL 2.5 s/image on an optimized A100. Without a GPU (``S3JEDI_BENCH_REHEARSE=1``: only this part) the same
    function runs on CPU at 64 px and 1 step, ``shape`` where memory allows (``REHEARSAL_SHAPE``), so the
    GPU entry never rots. Subjects come from the template backend (a random-weight LLM writes garbage), and
    the filters random models cannot pass are opened (``LET_THROUGH``) so every subject reaches every stage.
@@ -37,6 +37,7 @@ import threading
 import time
 from contextlib import nullcontext
 
+from benchmarks.common import target
 from core.config import load_config
 from core.config.runtime import RayConfig
 
@@ -377,9 +378,7 @@ def _env_int(name: str, default: int) -> int:
 def gpu_stages() -> dict:
     """The GPU entry: every family ``shape``, production sizes, ``S3JEDI_BENCH_GPU_SUBJECTS`` subjects
     (default 6: ~4 SDXL collages of 3–6 s each per subject on an H100 keep it to a few minutes)."""
-    import torch
-
-    if not torch.cuda.is_available():
+    if not target().gpu:
         raise RuntimeError("the S3 stage benchmark's GPU entry needs a CUDA GPU (S3JEDI_BENCH_REHEARSE=1 on CPU)")
     return s3_stages("cuda", _env_int("S3JEDI_BENCH_GPU_SUBJECTS", 6), set(_model_families()))
 
@@ -418,14 +417,10 @@ def print_stages(result: dict) -> None:
 
 
 def stages_entry() -> dict:
-    """Part 3: the GPU entry where CUDA is present, else (or with ``S3JEDI_BENCH_REHEARSE=1``) the CPU
-    rehearsal; ``S3JEDI_BENCH_GPU_ONLY=1`` without a GPU is an error, not a silent rehearsal."""
-    import torch
-
-    rehearse = os.environ.get("S3JEDI_BENCH_REHEARSE") == "1" or (
-        not torch.cuda.is_available() and os.environ.get("S3JEDI_BENCH_GPU_ONLY") != "1"
-    )
-    result = rehearsal() if rehearse else gpu_stages()
+    """Part 3: the GPU entry where CUDA is present, else the CPU rehearsal (``benchmarks.common.Target``);
+    ``S3JEDI_BENCH_GPU_ONLY=1`` without a GPU is an error, not a silent rehearsal."""
+    gpu_only = os.environ.get("S3JEDI_BENCH_GPU_ONLY") == "1"
+    result = gpu_stages() if target().gpu or gpu_only else rehearsal()
     print_stages(result)
     return result
 
@@ -433,7 +428,7 @@ def stages_entry() -> dict:
 def run() -> dict:
     from core.ray_runtime import init_ray
 
-    if os.environ.get("S3JEDI_BENCH_REHEARSE") == "1" or os.environ.get("S3JEDI_BENCH_GPU_ONLY") == "1":
+    if target().rehearse or os.environ.get("S3JEDI_BENCH_GPU_ONLY") == "1":
         return {"s3_stages": stages_entry()}
     n = int(os.environ.get("S3JEDI_BENCH_SUBJECTS", "32"))
     cpus = os.cpu_count() or 2
