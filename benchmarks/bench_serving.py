@@ -99,7 +99,6 @@ def _direct(t: Target, w: Workload) -> dict:
                 num_inference_steps=w.steps,
                 height=w.size,
                 width=w.size,
-                guidance_scale=3.0,
                 generator=generator,
             )
             t.sync()

@@ -80,8 +80,6 @@ def personalize(cfg: S3JediConfig, references: Path, out_dir: Path) -> dict:
         refs,
         PROMPTS,
         num_inference_steps=4,
-        guidance_scale=3.0,
-        image_guidance_scale=1.5,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     side = out.images[0].width
@@ -137,7 +135,7 @@ def serve(cfg: S3JediConfig, references: Path, out_dir: Path) -> dict:
 def toyworld(cfg: S3JediConfig, out_dir: Path) -> dict:
     from evaluation.toyworld.demo import run_demo as toyworld_demo
 
-    result = toyworld_demo(cfg, None, references=2, image_guidance_scale=1.0, out=out_dir)
+    result = toyworld_demo(cfg, None, references=2, out=out_dir)
     return {k: result[k] for k in ("subject", "novel", "identity", "scene_accuracy", "grid")}
 
 

@@ -26,6 +26,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from core.config import S3JediConfig
+from core.jedi.guidance import check_guidance
 from core.jedi.images import resize_center_crop
 from core.logs import get_logger
 from core.subjects import SubjectCard, SubjectNotFoundError, validate_subject_id
@@ -121,15 +122,30 @@ class Gateway:
         start = time.perf_counter()
         fields = self._job_fields(options, self.personalizer_info["native_size"])
         arrays = await asyncio.to_thread(self._decode_references, references, fields["height"], fields["width"])
-        job = PersonalizeJob(
-            **fields,
-            references=arrays,
-            captions=captions,
-            image_guidance_scale=given(options.image_guidance_scale, self.cfg.serving.defaults.image_guidance_scale),
-        )
+        job = PersonalizeJob(**{**fields, **self._guidance(options)}, references=arrays, captions=captions)
         response = self.personalizer.personalize.remote(job)
         result = await self._call("personalizer", response, options.timeout_s, start)
         return await self._finish("/v1/personalize", job, result, self.cfg.models.jedi, None, start)
+
+    def _guidance(self, options) -> dict:
+        """JeDi's guidance settings of a request (config defaults for what it leaves out), checked by the
+        pipeline's own rule: the paper's guidance has one scale and refuses a text guidance_scale."""
+        defaults = self.cfg.serving.defaults
+        guidance = options.guidance or defaults.guidance
+        text = options.guidance_scale
+        if guidance == "decomposed":
+            text = given(text, defaults.guidance_scale)
+        lam = given(options.image_guidance_scale, defaults.image_guidance_scale)
+        try:
+            text = check_guidance(guidance, lam, text)
+        except ValueError as exc:
+            raise ApiError(422, str(exc).split(":", 1)[0], str(exc)) from None
+        return {
+            "guidance": guidance,
+            "guidance_scale": text,
+            "image_guidance_scale": lam,
+            "joint_targets": given(options.joint_targets, defaults.joint_targets),
+        }
 
     def _decode_references(self, references, height: int, width: int) -> list[np.ndarray]:
         arrays = []
@@ -208,7 +224,9 @@ class Gateway:
             parameters=Parameters(
                 steps=job.steps,
                 guidance_scale=job.guidance_scale,
+                guidance=getattr(job, "guidance", None),
                 image_guidance_scale=getattr(job, "image_guidance_scale", None),
+                joint_targets=getattr(job, "joint_targets", None),
                 negative_prompt=job.negative_prompt,
                 height=job.height,
                 width=job.width,

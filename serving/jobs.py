@@ -24,7 +24,8 @@ class GenerationJob:
     prompts: list[str]
     images_per_prompt: int
     steps: int
-    guidance_scale: float
+    guidance_scale: float | None
+    """Text guidance; None for JeDi's paper guidance, whose one scale is ``image_guidance_scale``."""
     negative_prompt: str
     seed: int
     height: int
@@ -61,12 +62,21 @@ class PersonalizeJob(GenerationJob):
 
     references: list[np.ndarray] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
+    guidance: str = "paper"
     image_guidance_scale: float = 1.0
+    joint_targets: bool = False
 
     def batch_key(self) -> tuple:
-        # JeDiPipeline takes one reference set per image, so jobs about different subjects share a
+        # JeDiPipeline takes one reference set per request, so jobs about different subjects share a
         # call; the reference count (set size) and the call's scalars must match.
-        return (*super().batch_key(), len(self.references), self.image_guidance_scale, self.negative_prompt)
+        return (
+            *super().batch_key(),
+            len(self.references),
+            self.guidance,
+            self.image_guidance_scale,
+            self.joint_targets,
+            self.negative_prompt,
+        )
 
 
 @dataclass

@@ -207,18 +207,19 @@ class Personalizer(BatchedModel):
 
     def _run(self, pipe, tickets: list[Ticket], callback) -> list[list[np.ndarray]]:
         job: PersonalizeJob = tickets[0].job  # shapes and scalar settings are shared (batch_key)
-        prompts, generators = self._images_and_generators(tickets)
-        # Each image gets its own request's references: one call serves different subjects.
-        references = [t.job.references for t in tickets for _ in t.job.image_prompts()]
-        captions = [t.job.captions for t in tickets for _ in t.job.image_prompts()]
+        _, generators = self._images_and_generators(tickets)
+        # One reference set per request, with that request's prompts: one call serves different
+        # subjects, and joint targets draw a request's images together (never across requests).
         out = pipe(
-            references,
-            prompts,
-            reference_captions=captions,
+            [t.job.references for t in tickets],
+            [t.job.image_prompts() for t in tickets],
+            reference_captions=[t.job.captions for t in tickets],
             num_images_per_prompt=1,
             num_inference_steps=job.steps,
+            guidance=job.guidance,
             guidance_scale=job.guidance_scale,
             image_guidance_scale=job.image_guidance_scale,
+            joint_targets=job.joint_targets,
             negative_prompt=job.negative_prompt,
             height=job.height,
             width=job.width,

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.config.jedi import GuidanceMode
 from core.config.serving import LimitsConfig
 from core.subjects import SUBJECT_ID_MAX_LENGTH, SUBJECT_ID_PATTERN
 
@@ -56,8 +57,19 @@ def make_request_models(limits: LimitsConfig, max_references: int, max_timeout_s
         )
 
     class PersonalizeOptions(Options):
+        guidance: GuidanceMode | None = Field(
+            None,
+            description="paper (Eq. 3: one scale, image_guidance_scale; guidance_scale must be left out), "
+            "paper-unknown, or decomposed (image_guidance_scale and a separate text guidance_scale); "
+            "default from config",
+        )
         image_guidance_scale: float | None = Field(
-            None, ge=0.0, le=limits.max_guidance_scale, allow_inf_nan=False, description="JeDi image guidance"
+            None, ge=0.0, le=limits.max_guidance_scale, allow_inf_nan=False, description="JeDi image guidance λ"
+        )
+        joint_targets: bool | None = Field(
+            None,
+            description="draw this request's images as members of shared sets with the references (they see each "
+            "other; K + B image passes per step instead of B·(K + 1)); default from config",
         )
 
     class ReferenceImage(BaseModel):
@@ -98,8 +110,10 @@ class GeneratedImage(BaseModel):
 
 class Parameters(BaseModel):
     steps: int
-    guidance_scale: float
+    guidance_scale: float | None
+    guidance: str | None = None
     image_guidance_scale: float | None = None
+    joint_targets: bool | None = None
     negative_prompt: str
     height: int
     width: int

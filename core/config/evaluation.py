@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from core.config.base import Section
+from core.config.jedi import JeDiSampling
 
 
 class SelectionConfig(Section):
@@ -35,14 +36,15 @@ class SelectionConfig(Section):
     )
 
 
-class GenerationConfig(Section):
+class GenerationConfig(JeDiSampling):
     method: Literal["jedi", "base"] = Field(
         "jedi", description="generator: jedi (models.jedi + k reference photos) or base (models.sd, the floor)"
     )
     references: int = Field(3, ge=1, le=16, description="k: reference photos given to JeDi (the first k, sorted)")
     steps: int = Field(2, ge=1, le=1000, description="denoising steps")
-    guidance_scale: float = Field(3.0, ge=0.0, le=50.0, description="text guidance scale")
-    image_guidance_scale: float = Field(1.0, ge=0.0, le=50.0, description="JeDi image guidance λ (1 = off)")
+    guidance_scale: float = Field(
+        3.0, ge=0.0, le=50.0, description="text guidance scale of the base model and of JeDi's decomposed guidance"
+    )
     resolution: int = Field(64, ge=8, le=2048, description="square output side in pixels (multiple of 8)")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="generator precision (float16 on GPUs; CPU needs float32)"

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.config.base import Section
+from core.config.jedi import JeDiSampling
 
 MiB = 1024 * 1024
 
@@ -37,12 +38,13 @@ class LimitsConfig(Section):
     max_guidance_scale: float = Field(30.0, ge=1.0, le=100.0)
 
 
-class DefaultsConfig(Section):
+class DefaultsConfig(JeDiSampling):
     """What a request gets for the parameters it leaves out."""
 
     steps: int = Field(4, ge=1, le=1000)
-    guidance_scale: float = Field(3.0, ge=0.0, le=100.0, description="text guidance s")
-    image_guidance_scale: float = Field(1.0, ge=0.0, le=100.0, description="JeDi image guidance λ")
+    guidance_scale: float = Field(
+        3.0, ge=0.0, le=100.0, description="text guidance s (generate, and JeDi's decomposed guidance)"
+    )
     size: int | None = Field(None, ge=8, le=4096, description="output side; null = the model's native size")
 
 

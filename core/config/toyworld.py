@@ -9,8 +9,13 @@ from pydantic import Field, model_validator
 
 from core.config.base import Section
 from core.config.finetune import METHODS, FinetuneSection, MergedSection, Method
+from core.config.jedi import GuidanceMode, JeDiSampling
 from core.config.training import RunSection
+from core.jedi.guidance import GUIDANCE_MODES
 from core.toyworld.world import SCENES
+
+SPLITS = ("eval", "validation")
+"""Trial seed families of the experiment (``evaluation.toyworld.trials``)."""
 
 
 class ToyWorldDataSection(Section):
@@ -72,6 +77,9 @@ class ToyWorldStage(Section):
     p_text_drop: float = Field(0.1, ge=0, le=1, description="share of fully unconditional sets")
     p_reference: float = Field(0.5, ge=0, le=1)
     p_reference_caption_drop: float = Field(0.5, ge=0, le=1)
+    p_reference_channel_drop: float = Field(
+        0.5, ge=0, le=1, description="share of text-dropped sets that also lose the reference channel"
+    )
     ema_decay: float | None = Field(0.999, gt=0, lt=1, description="EMA of the UNet weights (exported); null = none")
     checkpoint_every: int = Field(500, ge=1)
 
@@ -88,8 +96,18 @@ class ToyWorldTrainSection(Section):
         description="text-to-image on single images (sets of one)",
     )
     jedi: ToyWorldStage = Field(
-        default_factory=lambda: ToyWorldStage(steps=6000, lr=5e-4, sets_per_worker=8),
+        default_factory=lambda: ToyWorldStage(steps=6000, lr=5e-4, sets_per_worker=8, p_reference_channel_drop=0.0),
         description="JeDi fine-tuning on same-subject sets, from the base stage's export",
+    )
+    jedi_continued: ToyWorldStage = Field(
+        default_factory=lambda: ToyWorldStage(steps=3000, lr=2e-4, sets_per_worker=8, checkpoint_every=250),
+        description="the JeDi stage continued with reference-channel dropout (the ε⁰ of the paper's image "
+        "guidance in distribution); its export is the shipped JeDi model",
+    )
+    start_from: str | None = Field(
+        None,
+        description="a directory with base/ and jedi/ JeDi exports (e.g. assets/toyworld) taken as the finished "
+        "base and JeDi stages: only the continuation runs, from jedi/; null = every stage from scratch",
     )
     min_set_size: int = Field(2, ge=2, le=16)
     max_set_size: int = Field(4, ge=2, le=16, description="largest set (references + target) the JeDi model takes")
@@ -136,19 +154,33 @@ def toy_finetune() -> FinetuneSection:
     )
 
 
-class ToyWorldEvalSection(MergedSection):
-    """``s3jedi toyworld eval``: novel subjects, prompts naming only the scene and a generic word."""
+class ToyWorldEvalSection(MergedSection, JeDiSampling):
+    """``s3jedi toyworld eval``: novel subjects, prompts naming only the scene and a generic word.
+
+    ``guidance``, ``image_guidance_scale`` and ``joint_targets`` are the defaults JeDi is measured at
+    (the pipeline's own); the sweep rows vary guidance and λ at K = 2."""
 
     jedi: str = Field("assets/toyworld/jedi", description="JeDi pipeline directory (the recipe's export)")
     base: str = Field("assets/toyworld/base", description="base text-to-image pipeline (JeDi format, stage 1)")
     out: str = Field("outputs/toyworld/eval", description="report directory (report.md, report.html, grids)")
     subjects: int | None = Field(None, ge=1, description="first N novel subjects only (smoke runs); null = all")
     trials: int = Field(6, ge=1, le=1000, description="seeds per novel subject (each: new references, new scene)")
-    references: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, description="reference counts K")
-    image_guidance_scales: list[float] = Field(
-        default_factory=lambda: [1.0, 2.0, 3.0, 5.0], min_length=1, description="λ values compared at K = 2"
+    split: Literal[SPLITS] = Field(
+        "eval", description="which seeds: validation (choose settings on it) or eval (report on it, never tune)"
     )
-    guidance_scale: float = Field(3.0, ge=0, le=50, description="text guidance s")
+    references: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, description="reference counts K")
+    guidance_modes: list[GuidanceMode] = Field(
+        default_factory=lambda: list(GUIDANCE_MODES), min_length=1, description="guidance modes swept at K = 2"
+    )
+    image_guidance_scales: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0, 3.0, 5.0], min_length=1, description="λ values swept at K = 2"
+    )
+    guidance_scale: float = Field(
+        3.0, ge=0, le=50, description="text guidance s of the decomposed rows, the floors and the fine-tuning rows"
+    )
+    joint_comparison: bool = Field(
+        True, description="rows drawing max_set_size - K images per trial, jointly and in separate sets"
+    )
     steps: int = Field(25, ge=1, le=1000, description="DDIM denoising steps")
     loss_timesteps: int = Field(8, ge=1, le=1000, description="timesteps (with fixed noise) per loss-gap trial")
     finetune_methods: list[Method] = Field(

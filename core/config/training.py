@@ -96,6 +96,13 @@ class JeDiTrainSection(Section):
     p_reference_caption_drop: float = Field(
         0.5, ge=0, le=1, description="probability that a given reference loses its caption (uncaptioned user photos)"
     )
+    p_reference_channel_drop: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="probability that a set whose text is dropped also loses its reference channel (mask kept): "
+        "the input of the paper's image guidance, ε_θ(x_t, 0, M)",
+    )
     max_set_size: int = Field(4, ge=2, le=16, description="largest set the model is built for (refs + target)")
     init_from: str | None = Field(None, description="continue from a JeDi pipeline dir; default: widen models.sd")
     validate_every: int = Field(0, ge=0, description="steps between validation sample grids; 0 = only at the end")

@@ -3,25 +3,35 @@
 - ``attention``: coupled self-attention processors (sets attend jointly, one SDPA call).
 - ``unet``: widening a base UNet to noisy ‖ reference ‖ mask input; the JeDi config record.
 - ``objective``: the training loss over noised sets.
-- ``pipeline``: ``JeDiPipeline`` with the replacement trick and image guidance.
+- ``guidance``: guidance modes, defaults and their validation (no torch: configs and APIs use it).
+- ``pipeline``: ``JeDiPipeline`` with the replacement trick, image guidance and joint targets.
+
+Names are imported on first use, so ``core.jedi.guidance`` stays light for configs and CLIs.
 """
 
-from core.jedi.attention import JeDiAttnProcessor, attention_kwargs, set_jedi_attention
-from core.jedi.objective import LossOutput, jedi_loss
-from core.jedi.pipeline import JeDiPipeline, JeDiPipelineOutput
-from core.jedi.unet import JeDiSpec, is_jedi_unet, jedi_spec, unet_input, widen_unet
+from __future__ import annotations
 
-__all__ = [
-    "JeDiAttnProcessor",
-    "JeDiPipeline",
-    "JeDiPipelineOutput",
-    "JeDiSpec",
-    "LossOutput",
-    "attention_kwargs",
-    "is_jedi_unet",
-    "jedi_loss",
-    "jedi_spec",
-    "set_jedi_attention",
-    "unet_input",
-    "widen_unet",
-]
+import importlib
+
+_HOME = {
+    "JeDiAttnProcessor": "attention",
+    "attention_kwargs": "attention",
+    "set_jedi_attention": "attention",
+    "LossOutput": "objective",
+    "jedi_loss": "objective",
+    "JeDiPipeline": "pipeline",
+    "JeDiPipelineOutput": "pipeline",
+    "JeDiSpec": "unet",
+    "is_jedi_unet": "unet",
+    "jedi_spec": "unet",
+    "unet_input": "unet",
+    "widen_unet": "unet",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

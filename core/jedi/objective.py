@@ -4,7 +4,9 @@ For a batch of ``B`` sets of ``N`` images the function samples one timestep per 
 diffused jointly), noises every image, gives each image's clean reference with probability
 ``p_reference`` (never all images of a set: something must be generated; never for sets of one,
 which would only teach copying), drops a set's text with probability ``p_text_drop`` for
-classifier-free guidance, and returns the MSE of the prediction over every image of the set.
+classifier-free guidance — and, with probability ``p_reference_channel_drop``, the clean-reference
+channel of such a set too, its mask kept: the input ``ε_θ(x_t, 0, M)`` of the paper's image guidance
+(Eq. 3) — and returns the MSE of the prediction over every image of the set.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class LossOutput:
     """(B,) True for sets trained without text."""
     caption_dropped: torch.Tensor
     """(B·N,) True for given references trained without their caption."""
+    channel_dropped: torch.Tensor
+    """(B,) True for sets trained with null text and the reference channel zeroed (mask kept)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class SetDraws:
     generate: torch.Tensor  # (B·N,) 1 = generate, 0 = reference given
     text_dropped: torch.Tensor  # (B,) bool
     caption_dropped: torch.Tensor  # (B·N,) bool: a given reference trained without its caption
+    channel_dropped: torch.Tensor  # (B,) bool: text dropped and reference channel zeroed, mask kept
 
 
 def draw_sets(
@@ -53,8 +58,10 @@ def draw_sets(
     device,
     dtype,
     p_reference_caption_drop: float = 0.0,
+    p_reference_channel_drop: float = 0.0,
 ) -> SetDraws:
-    """Draw timestep, noise, reference mask and text dropout for each set, in that order per set.
+    """Draw timestep, noise, reference mask, text, caption and reference-channel dropout for each set,
+    in that order per set (a draw added later goes last, so older draws keep their values).
 
     With one generator per set (seeded from the set's identity) a set gets the same draws whichever
     data-parallel worker processes it and whatever else is in the batch; that is what makes N workers
@@ -66,7 +73,7 @@ def draw_sets(
         gens = generators
     else:
         gens = [generators] * num_sets
-    t, noise, generate, dropped, captions = [], [], [], [], []
+    t, noise, generate, dropped, captions, channels = [], [], [], [], [], []
     for g in gens:
         t.append(torch.randint(0, num_train_timesteps, (1,), generator=g, device=device).repeat(set_size))
         noise.append(torch.randn((set_size, *latent_shape), generator=g, device=device, dtype=dtype))
@@ -79,7 +86,15 @@ def draw_sets(
         generate.append((~given).float())
         dropped.append(torch.rand(1, generator=g, device=device) < p_text_drop)
         captions.append(given & (torch.rand(set_size, generator=g, device=device) < p_reference_caption_drop))
-    return SetDraws(torch.cat(t), torch.cat(noise), torch.cat(generate), torch.cat(dropped), torch.cat(captions))
+        channels.append(dropped[-1] & (torch.rand(1, generator=g, device=device) < p_reference_channel_drop))
+    return SetDraws(
+        torch.cat(t),
+        torch.cat(noise),
+        torch.cat(generate),
+        torch.cat(dropped),
+        torch.cat(captions),
+        torch.cat(channels),
+    )
 
 
 def training_target(scheduler, latents, noise, timesteps) -> torch.Tensor:
@@ -104,6 +119,7 @@ def jedi_loss(
     p_reference: float = 0.5,
     p_text_drop: float = 0.1,
     p_reference_caption_drop: float = 0.5,
+    p_reference_channel_drop: float = 0.0,
     generator: torch.Generator | list[torch.Generator] | None = None,
     coupled: bool = True,
 ) -> LossOutput:
@@ -113,8 +129,10 @@ def jedi_loss(
     empty prompt ``(1, L, D)``, used for the sets whose text is dropped. A given reference also
     loses its own caption with probability ``p_reference_caption_drop``: users often have photos
     without captions (the pipeline's default reference caption is empty), so that case must be in
-    the training distribution. ``generator`` is one generator for the batch or a list with one per
-    set (see ``draw_sets``).
+    the training distribution. A set whose text is dropped loses its clean-reference channel too with
+    probability ``p_reference_channel_drop`` (mask kept), so the ε⁰ of the pipeline's ``paper``
+    guidance is an input the model has seen. ``generator`` is one generator for the batch or a list
+    with one per set (see ``draw_sets``).
     """
     if latents.ndim != 4 or latents.shape[0] % set_size:
         raise ValueError(f"latents: expected (B·N, C, h, w) with N={set_size}, got {tuple(latents.shape)}")
@@ -124,6 +142,7 @@ def jedi_loss(
         ("p_reference", p_reference),
         ("p_text_drop", p_text_drop),
         ("p_reference_caption_drop", p_reference_caption_drop),
+        ("p_reference_channel_drop", p_reference_channel_drop),
     ):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name}: must lie in [0, 1], got {p}")
@@ -139,6 +158,7 @@ def jedi_loss(
         latents.device,
         latents.dtype,
         p_reference_caption_drop,
+        p_reference_channel_drop,
     )
     timesteps, noise, generate = draws.timesteps, draws.noise, draws.generate
     noisy = scheduler.add_noise(latents, noise, timesteps)
@@ -146,7 +166,8 @@ def jedi_loss(
     drop_img = drop.view(-1, 1, 1)
     text = torch.where(drop_img, null_text_embeds.to(text_embeds.dtype).expand_as(text_embeds), text_embeds)
 
-    model_in = unet_input(noisy, latents, generate)
+    keep = (~draws.channel_dropped).repeat_interleave(set_size).to(latents.dtype).view(-1, 1, 1, 1)
+    model_in = unet_input(noisy, latents * keep, generate)
     pred = unet(
         model_in, timesteps, encoder_hidden_states=text, cross_attention_kwargs=attention_kwargs(set_size, coupled)
     ).sample
@@ -158,4 +179,5 @@ def jedi_loss(
         timesteps=timesteps,
         text_dropped=draws.text_dropped,
         caption_dropped=draws.caption_dropped,
+        channel_dropped=draws.channel_dropped,
     )

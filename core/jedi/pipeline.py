@@ -1,32 +1,43 @@
 """``JeDiPipeline``: finetuning-free personalization by joint-image diffusion.
 
-For every output image the pipeline denoises a *set*: the K reference images followed by one target.
-Coupled self-attention lets the target see the references; the reference channels give the model
-the clean references. Two inference techniques from the paper:
+Every output image is generated as a member of a *set*: the K reference images followed by the
+targets. Coupled self-attention lets the targets see the references; the reference channels give the
+model the clean references. By default a set holds one target; with ``joint_targets`` the B images
+asked of one reference set are drawn together, up to ``max_set_size − K`` per set, so they see each
+other and a step costs K + B image passes instead of B·(K + 1) — the paper's "generate the missing
+images of a joint-image set".
 
-**Replacement trick.** Before the first step and after every step, the reference members of the
-set are overwritten with the references forward-diffused to the next timestep (fixed noise per
-reference), and with the clean reference latents after the last step. Only the target keeps the
+**Replacement trick.** Before the first step and after every step, the reference members of a set
+are overwritten with the references forward-diffused to the next timestep (fixed noise per
+reference), and with the clean reference latents after the last step. Only the targets keep the
 model's update. This is diffusers' inpainting convention applied to whole set members.
 
-**Image guidance**, composed with text guidance like InstructPix2Pix::
+**Guidance** (``guidance``):
 
-    ε̃ = ε⁰ + λ·(ε_r − ε⁰) + s·(ε_rt − ε_r)
+- ``"paper"`` — Eq. 3 of the paper, one scale ``λ = image_guidance_scale``::
 
-- ``ε_rt`` = prediction with references and text (the plain conditional prediction),
-- ``ε_r``  = with references, null text (the negative prompt),
-- ``ε⁰``   = null text, null references: the target alone (no reference channel, no coupling).
+      ε̃ = ε⁰ + λ·(ε_θ(x_t, x̂, M, text) − ε⁰),   ε⁰ = ε_θ(x_t, 0, M, ∅)
 
-``λ`` is ``image_guidance_scale``, ``s`` is ``guidance_scale``. With ``λ = s = 1`` this is exactly
-``ε_rt`` and only one pass runs; with ``λ = 1`` it is ordinary classifier-free guidance with the
-references kept. The passes a setting needs are batched into one UNet call
-(``batch_guidance=True``); set it to False to run them one by one when memory is short.
+  ε⁰ is the *same* joint set — the noised references stay in it and in coupled attention, the mask
+  is kept — with the clean-reference channel zeroed and every member's text null. The model sees
+  that input in training (``p_reference_channel_drop``: a set whose text is dropped loses its
+  reference channel too, mask kept). Two passes per step, batched into one UNet call.
+- ``"paper-unknown"`` — the same equation with the references marked *unknown* in ε⁰ (mask 1,
+  channel zero): the other reading of "all reference images set to null", which training shows
+  whenever a set draws no reference, so it also suits models trained without the channel dropout.
+- ``"decomposed"`` — a project variant that composes a separate text scale ``s = guidance_scale``
+  InstructPix2Pix-style: ε̃ = ε_t⁰ + λ·(ε_r − ε_t⁰) + s·(ε_rt − ε_r), with ε_rt the conditional
+  prediction, ε_r the references with null text, and ε_t⁰ each target *alone* (a set of one: no
+  reference channel, no coupling, null text). Up to three passes per step.
+
+``λ = 1`` (and ``s = 1`` for ``decomposed``) is the plain conditional prediction in one pass. The
+passes a setting needs are batched into one UNet call (``batch_guidance=True``); set it to False to
+run them one by one when memory is short.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,18 +52,18 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from core.jedi.attention import attention_kwargs, set_jedi_attention
+from core.jedi.guidance import DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE_SCALE, DEFAULT_JOINT_TARGETS, check_guidance
 from core.jedi.images import prepare_images
 from core.jedi.unet import jedi_spec, unet_input, widen_unet
 from core.text_encoding import encode_prompts
 
+Layout = tuple[tuple[int, int], ...]
+"""``((num_sets, set_size), ...)`` segments of a flat batch of set members (see ``core.jedi.attention``)."""
 
-def _is_nested(reference_images) -> bool:
-    """A list of per-prompt reference lists (as opposed to one reference list for every prompt)."""
-    return (
-        isinstance(reference_images, (list, tuple))
-        and len(reference_images) > 0
-        and all(isinstance(g, (list, tuple)) for g in reference_images)
-    )
+
+def _is_nested(items) -> bool:
+    """A list of lists (per-prompt references, or per-reference-set prompts)."""
+    return isinstance(items, (list, tuple)) and len(items) > 0 and all(isinstance(g, (list, tuple)) for g in items)
 
 
 def _captions(reference_captions, per_prompt: bool, groups: int, k: int) -> list[list[str]]:
@@ -70,12 +81,68 @@ def _captions(reference_captions, per_prompt: bool, groups: int, k: int) -> list
     return per_group
 
 
+def _targets(prompt, per_prompt: bool, groups: int, m: int) -> list[tuple[str, int]]:
+    """``(prompt, reference set)`` of every output image, in output order (prompt-major)."""
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    prompts = list(prompt or [])
+    if not prompts:
+        raise ValueError("prompt: at least 1 prompt is required")
+    if _is_nested(prompts):
+        if not per_prompt or len(prompts) != groups:
+            raise ValueError(
+                f"prompt: {len(prompts)} prompt lists need one reference list each (reference_images as a list "
+                f"of {len(prompts)} lists), got {groups if per_prompt else 'one shared'} reference set(s)"
+            )
+        pairs = [(p, g) for g, ps in enumerate(prompts) for p in ps]
+    elif per_prompt:
+        if len(prompts) != groups:
+            raise ValueError(f"reference_images: {groups} reference sets for {len(prompts)} prompts")
+        pairs = [(p, g) for g, p in enumerate(prompts)]
+    else:
+        pairs = [(p, 0) for p in prompts]
+    if not pairs or any(not isinstance(p, str) for p, _ in pairs):
+        raise ValueError("prompt: every prompt must be a string (and every prompt list non-empty)")
+    return [pair for pair in pairs for _ in range(m)]
+
+
+@dataclass(frozen=True)
+class SetPlan:
+    """One set of a call: its reference set and the output images drawn as its targets."""
+
+    group: int
+    targets: tuple[int, ...]
+
+
+def plan_sets(target_groups: list[int], capacity: int, joint: bool) -> list[SetPlan]:
+    """Sets for the output images (``target_groups[i]`` = reference set of image ``i``): one target per
+    set, or with ``joint`` the images of one reference set in sets of up to ``capacity`` targets."""
+    per_group: dict[int, list[int]] = {}
+    for i, g in enumerate(target_groups):
+        per_group.setdefault(g, []).append(i)
+    step = capacity if joint else 1
+    return [
+        SetPlan(g, tuple(images[j : j + step])) for g, images in per_group.items() for j in range(0, len(images), step)
+    ]
+
+
+def layout_of(sizes: list[int]) -> Layout:
+    """Run-length segments of consecutive set sizes."""
+    out: list[list[int]] = []
+    for size in sizes:
+        if out and out[-1][1] == size:
+            out[-1][0] += 1
+        else:
+            out.append([1, size])
+    return tuple((n, size) for n, size in out)
+
+
 @dataclass
 class JeDiPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     """One image per (prompt, image-per-prompt), prompt-major."""
-    set_latents: torch.Tensor
-    """(B, N, C, h, w) final latents of every set: K reference slots, then the target."""
+    set_latents: list[torch.Tensor]
+    """Final latents of every set ``(K + targets, C, h, w)``: K reference slots, then its targets."""
 
 
 class JeDiPipeline(DiffusionPipeline):
@@ -130,82 +197,71 @@ class JeDiPipeline(DiffusionPipeline):
         generate: torch.Tensor,
         text: torch.Tensor,
         null_text: torch.Tensor,
-        set_size: int,
-        guidance_scale: float,
-        image_guidance_scale: float,
+        layout: Layout,
+        guidance: str = DEFAULT_GUIDANCE,
+        image_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE_SCALE,
+        guidance_scale: float | None = None,
         coupled: bool = True,
         batch_guidance: bool = True,
     ) -> torch.Tensor:
-        """Guided prediction for a flat batch of sets ``(B·N, ...)``; see the module docstring."""
-        s, lam = guidance_scale, image_guidance_scale
-        need_r = s != 1.0 or lam != 1.0
-        need_0 = lam != 1.0
-        bn = x_in.shape[0]
-        num_sets = bn // set_size
+        """Guided prediction for a flat batch of set members laid out as ``layout``; see the module
+        docstring. ``guidance_scale`` is the ``decomposed`` variant's text scale (None elsewhere)."""
+        lam, s = image_guidance_scale, guidance_scale
         model_in = unet_input(x_in, refs, generate)
-        targets = generate.bool()
-
-        calls = [(model_in, text, (num_sets, set_size))]
-        if need_r:
-            calls.append((model_in, null_text, (num_sets, set_size)))
-        if need_0:
-            n_t = int(targets.sum())
-            alone = unet_input(x_in[targets], torch.zeros_like(refs[targets]), torch.ones(n_t, device=x_in.device))
-            calls.append((alone, null_text[targets], (n_t, 1)))
+        calls = [(model_in, text, layout)]
+        if guidance == "decomposed":
+            need_r, need_0 = s != 1.0 or lam != 1.0, lam != 1.0
+            targets = generate.bool()
+            if need_r:
+                calls.append((model_in, null_text, layout))
+            if need_0:
+                n_t = int(targets.sum())
+                alone = unet_input(x_in[targets], torch.zeros_like(refs[targets]), torch.ones(n_t, device=x_in.device))
+                calls.append((alone, null_text[targets], ((n_t, 1),)))
+        elif lam != 1.0:
+            mask = generate if guidance == "paper" else torch.ones_like(generate)
+            calls.append((unet_input(x_in, torch.zeros_like(refs), mask), null_text, layout))
 
         if batch_guidance and len(calls) > 1:
             out = self.unet(
                 torch.cat([c[0] for c in calls]),
                 t,
                 encoder_hidden_states=torch.cat([c[1] for c in calls]),
-                cross_attention_kwargs=attention_kwargs(tuple(c[2] for c in calls), coupled),
+                cross_attention_kwargs=attention_kwargs(tuple(seg for c in calls for seg in c[2]), coupled),
             ).sample
             preds = list(out.split([c[0].shape[0] for c in calls]))
         else:
             preds = [
                 self.unet(
-                    inp, t, encoder_hidden_states=txt, cross_attention_kwargs=attention_kwargs((seg,), coupled)
+                    inp, t, encoder_hidden_states=txt, cross_attention_kwargs=attention_kwargs(lay, coupled)
                 ).sample
-                for inp, txt, seg in calls
+                for inp, txt, lay in calls
             ]
 
-        eps_rt = preds[0]
-        if not need_r:
-            return eps_rt
+        eps = preds[0]
+        if len(preds) == 1:
+            return eps
+        if guidance != "decomposed":
+            eps_0 = preds[1]
+            return eps_0 + lam * (eps - eps_0)
         eps_r = preds[1]
-        guided = eps_r + s * (eps_rt - eps_r)
-        if need_0:
+        guided = eps_r + s * (eps - eps_r)
+        if len(preds) == 3:
             eps_0 = preds[2]
             guided = guided.clone()
-            guided[targets] = eps_0 + lam * (eps_r[targets] - eps_0) + s * (eps_rt[targets] - eps_r[targets])
+            guided[targets] = eps_0 + lam * (eps_r[targets] - eps_0) + s * (eps[targets] - eps_r[targets])
         return guided
 
     # -- validation ---------------------------------------------------------------------------
-    def _check(
-        self,
-        reference_images,
-        prompts,
-        reference_captions,
-        num_images_per_prompt,
-        num_inference_steps,
-        guidance_scale,
-        image_guidance_scale,
-        height,
-        width,
-    ):
+    def _check(self, reference_images, num_images_per_prompt, num_inference_steps, height, width, joint_targets):
         if reference_images is None or (isinstance(reference_images, (list, tuple)) and not reference_images):
             raise ValueError("reference_images: at least 1 reference image is required")
-        if not prompts:
-            raise ValueError("prompt: at least 1 prompt is required")
-        if any(not isinstance(p, str) for p in prompts):
-            raise ValueError("prompt: every prompt must be a string")
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt: must be >= 1, got {num_images_per_prompt}")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps: must be >= 1, got {num_inference_steps}")
-        for name, value in (("guidance_scale", guidance_scale), ("image_guidance_scale", image_guidance_scale)):
-            if not math.isfinite(value):
-                raise ValueError(f"{name}: must be a finite number, got {value}")
+        if not isinstance(joint_targets, bool):
+            raise ValueError(f"joint_targets: must be true or false, got {joint_targets!r}")
         for name, value in (("height", height), ("width", width)):
             if value < self.vae_scale_factor or value % self.vae_scale_factor:
                 raise ValueError(f"{name}: must be a positive multiple of {self.vae_scale_factor}, got {value}")
@@ -215,12 +271,12 @@ class JeDiPipeline(DiffusionPipeline):
     def __call__(
         self,
         reference_images,
-        prompt: str | list[str],
+        prompt: str | list[str] | list[list[str]],
         reference_captions: list[str] | None = None,
         num_images_per_prompt: int = 1,
         num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
-        image_guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
+        image_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE_SCALE,
         negative_prompt: str = "",
         height: int | None = None,
         width: int | None = None,
@@ -231,6 +287,8 @@ class JeDiPipeline(DiffusionPipeline):
         batch_guidance: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        guidance: str = DEFAULT_GUIDANCE,
+        joint_targets: bool = DEFAULT_JOINT_TARGETS,
     ):
         """Generate ``num_images_per_prompt`` images per prompt showing the subject of the references.
 
@@ -239,30 +297,26 @@ class JeDiPipeline(DiffusionPipeline):
                 (3, H, W) tensors in [0, 1]); resized (shorter side) and centre-cropped to the output size.
                 A list of such lists gives each prompt its own references (same count for every prompt),
                 so requests about different subjects can share one batched call.
-            prompt: one prompt or a list of prompts.
+            prompt: one prompt or a list of prompts; with a list of reference lists, also a list of
+                prompt lists (the prompts of each reference set, e.g. one request each).
             reference_captions: one caption per reference (default: empty, i.e. uncaptioned); with
-                per-prompt references, one list per prompt or one list shared by all.
-            guidance_scale: text guidance ``s``; image_guidance_scale: image guidance ``λ``.
+                per-prompt references, one list per reference set or one list shared by all.
+            guidance: ``paper`` (Eq. 3, default), ``paper-unknown`` or ``decomposed``; see the module docstring.
+            image_guidance_scale: ``λ``. guidance_scale: the text scale ``s`` of ``decomposed`` only
+                (default 7.5); the paper's guidance has the one scale ``λ`` and refuses it.
+            joint_targets: draw the images of one reference set as members of shared sets (up to
+                ``max_set_size − K`` per set) instead of one set each. A set's noise then comes from the
+                generator of its first image.
             coupled: False switches coupled attention off (the ablation: references cannot be seen).
+            callback_on_step_end: receives ``latents`` as the flat batch of every set's members.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
-        self._check(
-            reference_images,
-            prompts,
-            reference_captions,
-            num_images_per_prompt,
-            num_inference_steps,
-            guidance_scale,
-            image_guidance_scale,
-            height,
-            width,
-        )
+        self._check(reference_images, num_images_per_prompt, num_inference_steps, height, width, joint_targets)
+        text_scale = check_guidance(guidance, image_guidance_scale, guidance_scale)
         per_prompt = _is_nested(reference_images)
         groups = list(reference_images) if per_prompt else [reference_images]
-        if per_prompt and len(groups) != len(prompts):
-            raise ValueError(f"reference_images: {len(groups)} reference sets for {len(prompts)} prompts")
+        targets = _targets(prompt, per_prompt, len(groups), num_images_per_prompt)
         pixels = [
             prepare_images(g, height, width, name=f"reference_images[{i}]" if per_prompt else "reference_images")
             for i, g in enumerate(groups)
@@ -279,58 +333,85 @@ class JeDiPipeline(DiffusionPipeline):
                 f"reference_images: {k} given, this model takes at most {self.max_references} "
                 f"(max_set_size {self.spec.max_set_size} minus the target)"
             )
+        if isinstance(generator, list) and len(generator) != len(targets):
+            raise ValueError(f"generator: {len(generator)} generators for {len(targets)} images (one per image)")
         captions = _captions(reference_captions, per_prompt, len(groups), k)
 
-        device = self._execution_device
-        n = k + 1
-        m = num_images_per_prompt
-        num_sets = len(prompts) * m
+        device, dtype = self._execution_device, self.unet.dtype
         c = self.spec.latent_channels
         h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
+        sets = plan_sets([g for _, g in targets], self.spec.max_set_size - k, joint_targets)
+        # Equal-size sets sit together in the UNet batch (one attention segment each size).
+        order = sorted(range(len(sets)), key=lambda i: k + len(sets[i].targets))
+        start, first_member = 0, {}
+        for i in order:
+            first_member[i] = start
+            start += k + len(sets[i].targets)
+        members = start
+        layout = layout_of([k + len(sets[i].targets) for i in order])
+        ref_pos = torch.tensor([first_member[i] + j for i in range(len(sets)) for j in range(k)], device=device)
+        target_pos = torch.empty(len(targets), dtype=torch.long, device=device)
+        for i, plan in enumerate(sets):
+            for j, image in enumerate(plan.targets):
+                target_pos[image] = first_member[i] + k + j
 
-        # Text: per set, its K reference captions then its prompt; the null branch uses the negative prompt.
-        group_of_set = [i if per_prompt else 0 for i in range(len(prompts)) for _ in range(m)]
-        set_prompts = [p for p in prompts for _ in range(m)]
-        unique = list(dict.fromkeys([*(c_ for g in captions for c_ in g), *prompts, negative_prompt]))
+        # Text: each reference slot its set's caption, each target its prompt; the null branch uses the
+        # negative prompt for every member.
+        unique = list(dict.fromkeys([*(c_ for g in captions for c_ in g), *(p for p, _ in targets), negative_prompt]))
         table = dict(zip(unique, self.encode_text(unique), strict=True))
-        text = torch.stack(
-            [table[t] for p, g in zip(set_prompts, group_of_set, strict=True) for t in (*captions[g], p)]
-        )
+        member_text: list[str] = [""] * members
+        for i, plan in enumerate(sets):
+            for j in range(k):
+                member_text[first_member[i] + j] = captions[plan.group][j]
+        for image, (p, _) in enumerate(targets):
+            member_text[int(target_pos[image])] = p
+        text = torch.stack([table[t] for t in member_text])
         null_text = table[negative_prompt].expand_as(text)
 
-        ref0 = self.encode_images(torch.cat(pixels)).to(self.unet.dtype).reshape(len(groups), k, c, h, w)
-        ref0_sets = ref0[torch.tensor(group_of_set, device=ref0.device)]  # (num_sets, K, C, h, w)
-        refs = torch.zeros(num_sets, n, c, h, w, device=device, dtype=self.unet.dtype)
-        refs[:, :k] = ref0_sets
-        refs = refs.reshape(num_sets * n, c, h, w)
-        generate = torch.zeros(num_sets, n, device=device)
-        generate[:, k] = 1.0
-        generate = generate.reshape(-1)
-        # A generator list means one generator per output image (diffusers' convention); the scheduler
-        # steps every set member, so each image's generator serves its whole set.
-        member_generator = [g for g in generator for _ in range(n)] if isinstance(generator, list) else generator
+        ref0 = self.encode_images(torch.cat(pixels)).to(dtype).reshape(len(groups), k, c, h, w)
+        ref_clean = torch.cat([ref0[plan.group] for plan in sets])  # (sets·K, C, h, w), sets in natural order
+        refs = torch.zeros(members, c, h, w, device=device, dtype=dtype)
+        refs[ref_pos] = ref_clean
+        generate = torch.ones(members, device=device)
+        generate[ref_pos] = 0.0
+
+        # A generator list is one generator per output image (diffusers' convention); the scheduler
+        # steps every member, so each set's members use its first image's generator.
+        set_gens = [generator[plan.targets[0]] if isinstance(generator, list) else generator for plan in sets]
+        member_generator = generator
+        if isinstance(generator, list):
+            member_generator = [None] * members
+            for i, plan in enumerate(sets):
+                member_generator[first_member[i] : first_member[i] + k + len(plan.targets)] = [set_gens[i]] * (
+                    k + len(plan.targets)
+                )
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        latents = randn_tensor((num_sets, n, c, h, w), generator=generator, device=device, dtype=self.unet.dtype)
+        latents = torch.empty(members, c, h, w, device=device, dtype=dtype)
+        for i, plan in enumerate(sets):
+            n = k + len(plan.targets)
+            latents[first_member[i] : first_member[i] + n] = randn_tensor(
+                (n, c, h, w), generator=set_gens[i], device=device, dtype=dtype
+            )
         latents = latents * self.scheduler.init_noise_sigma
-        ref_noise = randn_tensor((num_sets, k, c, h, w), generator=generator, device=device, dtype=self.unet.dtype)
+        ref_noise = torch.cat(
+            [randn_tensor((k, c, h, w), generator=set_gens[i], device=device, dtype=dtype) for i in range(len(sets))]
+        )
 
         def replace(lat: torch.Tensor, t) -> torch.Tensor:
             lat = lat.clone()
             if t is None:
-                lat[:, :k] = ref0_sets
+                lat[ref_pos] = ref_clean
             else:
-                tt = torch.full((num_sets * k,), int(t), device=device, dtype=torch.long)
-                noised = self.scheduler.add_noise(ref0_sets.reshape(-1, c, h, w), ref_noise.reshape(-1, c, h, w), tt)
-                lat[:, :k] = noised.reshape(num_sets, k, c, h, w)
+                tt = torch.full((ref_clean.shape[0],), int(t), device=device, dtype=torch.long)
+                lat[ref_pos] = self.scheduler.add_noise(ref_clean, ref_noise, tt)
             return lat
 
         latents = replace(latents, timesteps[0])
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
-                flat = latents.reshape(num_sets * n, c, h, w)
-                x_in = self.scheduler.scale_model_input(flat, t)
+                x_in = self.scheduler.scale_model_input(latents, t)
                 eps = self.predict_noise(
                     x_in,
                     t,
@@ -338,29 +419,29 @@ class JeDiPipeline(DiffusionPipeline):
                     generate,
                     text,
                     null_text,
-                    n,
-                    guidance_scale,
+                    layout,
+                    guidance,
                     image_guidance_scale,
+                    text_scale,
                     coupled,
                     batch_guidance,
                 )
-                flat = self.scheduler.step(eps, t, flat, generator=member_generator).prev_sample
-                latents = replace(
-                    flat.reshape(num_sets, n, c, h, w), timesteps[i + 1] if i + 1 < len(timesteps) else None
-                )
+                latents = self.scheduler.step(eps, t, latents, generator=member_generator).prev_sample
+                latents = replace(latents, timesteps[i + 1] if i + 1 < len(timesteps) else None)
                 if callback_on_step_end is not None:
                     local = {"latents": latents}
                     out = callback_on_step_end(self, i, t, {k_: local[k_] for k_ in callback_on_step_end_tensor_inputs})
                     latents = out.pop("latents", latents)
                 bar.update()
 
-        target_latents = latents[:, k]
+        target_latents = latents[target_pos]
         if output_type == "latent":
             images = target_latents
         else:
             decoded = self.vae.decode(target_latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
             images = self.image_processor.postprocess(decoded, output_type=output_type)
         self.maybe_free_model_hooks()
+        set_latents = [latents[first_member[i] : first_member[i] + k + len(p.targets)] for i, p in enumerate(sets)]
         if not return_dict:
-            return images, latents
-        return JeDiPipelineOutput(images=images, set_latents=latents)
+            return images, set_latents
+        return JeDiPipelineOutput(images=images, set_latents=set_latents)

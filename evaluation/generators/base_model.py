@@ -12,7 +12,7 @@ from core import zoo
 from core.config import S3JediConfig
 from evaluation.generators.interface import DTYPES, SubjectInput, seeded
 
-IGNORED = ("references", "image_guidance_scale")
+IGNORED = ("references", "guidance", "image_guidance_scale", "joint_targets")
 """Generation settings that do not apply to a text-only model (left out of its description)."""
 
 

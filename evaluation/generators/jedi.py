@@ -41,8 +41,10 @@ class JeDiGenerator:
             subject.images(s.references),
             prompts,
             num_inference_steps=s.steps,
-            guidance_scale=s.guidance_scale,
+            guidance=s.guidance,
             image_guidance_scale=s.image_guidance_scale,
+            guidance_scale=s.guidance_scale if s.guidance == "decomposed" else None,
+            joint_targets=s.joint_targets,
             height=s.resolution,
             width=s.resolution,
             generator=seeded(seeds),
@@ -50,4 +52,6 @@ class JeDiGenerator:
 
     @classmethod
     def describe(cls, cfg: S3JediConfig) -> dict:
-        return {"model": cfg.models.jedi, **cfg.evaluation.generation.model_dump(mode="json")}
+        g = cfg.evaluation.generation
+        unused = {"guidance_scale"} if g.guidance != "decomposed" else set()
+        return {"model": cfg.models.jedi, **g.model_dump(mode="json", exclude=unused)}

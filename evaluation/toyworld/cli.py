@@ -31,7 +31,7 @@ def eval_command(finetuner: Finetuner | None = None):
     ) -> None:
         """Generate and score every condition on the novel subjects; write report.md/.html, grids, results.json."""
         from evaluation.toyworld.experiment import run_experiment
-        from evaluation.toyworld.report import main_table, write_report
+        from evaluation.toyworld.report import MAIN_HEADER, main_table, write_report
 
         extra = [f"toyworld.eval.trials={trials}"] if trials is not None else []
         extra += [f"toyworld.eval.out={json.dumps(str(out))}"] if out is not None else []
@@ -43,8 +43,8 @@ def eval_command(finetuner: Finetuner | None = None):
             report = write_report(cfg, result, storage.local_path(cfg.toyworld.eval.out))
         except USER_ERRORS as exc:
             raise fail(str(exc)) from None
-        table = Table(title=f"ToyWorld, {len(result.trials)} trials (95% CI)")
-        for column in ("method", "loss gap", "identity", "scene", "shape", "colour", "n"):
+        table = Table(title=f"ToyWorld, {len(result.trials)} {result.split} trials (95% CI)")
+        for column in MAIN_HEADER:
             table.add_column(column, justify="left" if column == "method" else "right")
         for row in main_table(result):
             table.add_row(*row)
@@ -60,7 +60,15 @@ def demo_cmd(
         str | None, typer.Option(help="'colour shape', e.g. 'red square' (default: a novel subject)")
     ] = None,
     references: Annotated[int, typer.Option(min=1, help="reference images")] = 2,
-    image_guidance: Annotated[float, typer.Option(help="image guidance λ")] = 1.0,
+    guidance: Annotated[
+        str | None, typer.Option(help="paper, paper-unknown or decomposed (toyworld.eval.guidance)")
+    ] = None,
+    image_guidance: Annotated[
+        float | None, typer.Option(help="image guidance λ (toyworld.eval.image_guidance_scale)")
+    ] = None,
+    joint_targets: Annotated[
+        bool | None, typer.Option(help="draw the new scenes together in shared sets (toyworld.eval.joint_targets)")
+    ] = None,
     out: Annotated[Path, typer.Option(help="where the grid goes")] = Path("outputs/toyworld/demo"),
     config: ConfigOpt = "tiny",
     set_: SetOpt = None,
@@ -69,9 +77,11 @@ def demo_cmd(
     from core.toyworld.dataset import subject_of
     from evaluation.toyworld.demo import run_demo
 
-    cfg = config_from(config, set_)
+    given = {"guidance": guidance, "image_guidance_scale": image_guidance, "joint_targets": joint_targets}
+    extra = [f"toyworld.eval.{k}={json.dumps(v)}" for k, v in given.items() if v is not None]
+    cfg = config_from(config, [*extra, *(set_ or [])])
     try:
-        summary = run_demo(cfg, subject_of(subject) if subject else None, references, image_guidance, out)
+        summary = run_demo(cfg, subject_of(subject) if subject else None, references, out)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     Console().print_json(json.dumps(summary))

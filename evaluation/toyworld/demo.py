@@ -25,9 +25,9 @@ from evaluation.toyworld.experiment import load_pipeline, pipeline_size
 SCALE = 6
 
 
-def run_demo(
-    cfg: S3JediConfig, subject: Subject | None, references: int, image_guidance_scale: float, out: Path
-) -> dict:
+def run_demo(cfg: S3JediConfig, subject: Subject | None, references: int, out: Path) -> dict:
+    """The subject in every scene its references do not show, with the guidance settings of
+    ``toyworld.eval`` (guidance, image_guidance_scale, joint_targets)."""
     ev = cfg.toyworld.eval
     start = time.perf_counter()
     subject = subject or novel_subjects()[0]
@@ -46,8 +46,10 @@ def run_demo(
             refs,
             prompts,
             num_inference_steps=ev.steps,
-            guidance_scale=ev.guidance_scale,
-            image_guidance_scale=image_guidance_scale,
+            guidance=ev.guidance,
+            guidance_scale=ev.guidance_scale if ev.guidance == "decomposed" else None,
+            image_guidance_scale=ev.image_guidance_scale,
+            joint_targets=ev.joint_targets,
             height=size,
             width=size,
             generator=[torch.Generator().manual_seed(cfg.seed + i) for i in range(len(prompts))],
@@ -61,6 +63,7 @@ def run_demo(
             "prompt": p,
             "oracle": f"{r.colour} {r.shape} on the {r.scene}",
             "identity": r.is_subject(subject),
+            "readable": r.readable,
             "scene": r.scene == s,
         }
         for p, r, s in zip(prompts, readings, new_scenes, strict=True)
@@ -68,6 +71,7 @@ def run_demo(
     return {
         "subject": subject.name,
         "novel": subject in novel_subjects(),
+        "guidance": {k: getattr(ev, k) for k in ("guidance", "image_guidance_scale", "joint_targets")},
         "references": ref_scenes,
         "images": results,
         "identity": float(np.mean([r["identity"] for r in results])),

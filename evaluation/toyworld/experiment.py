@@ -1,16 +1,22 @@
 """``s3jedi toyworld eval``: does JeDi transfer a novel subject's identity from its references?
 
-For every condition (see ``conditions``) and every trial (novel subject × seed) one image is generated
-and read by the oracle: *identity* = shape and colour both right, *scene accuracy* = the prompt's
-scene drawn. The loss gap (``loss_gap``) is measured per trial for each reference count and with
-coupling off. The fine-tuning rows (``toyworld.eval.finetune_methods``) fine-tune every novel subject
-once per method, through a ``finetuner`` the caller passes (see ``finetuned``), and draw it per trial.
-Every number is a mean over trials with a percentile-bootstrap interval (``evaluation.statistics``)
-and its trial count; the trial is the resampling unit, subjects and seeds both vary across trials.
+For every condition (see ``conditions``) and every trial (novel subject × seed) one image (or, for
+the joint-target rows, one per target) is generated and read by the oracle: *identity* = shape and
+colour both right on a readable image (the abstaining oracle; the always-answering verdict is kept
+beside it), *scene accuracy* = the prompt's scene drawn. The loss gap (``loss_gap``) is measured per
+trial for each reference count and with coupling off. The fine-tuning rows
+(``toyworld.eval.finetune_methods``) fine-tune every novel subject once per method, through a
+``finetuner`` the caller passes (see ``finetuned``), and draw it per trial. Every number is a mean
+over trials with a percentile-bootstrap interval (``evaluation.statistics``) and its trial count; the
+trial is the resampling unit, subjects and seeds both vary across trials. Conditions share their
+trials, so differences between rows are measured in pairs (per-trial differences, bootstrapped).
+
+``toyworld.eval.split`` picks the seeds: settings are chosen on ``validation`` and reported on ``eval``.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -24,14 +30,24 @@ from core.threads import torch_threads
 from core.toyworld.oracle import read
 from core.toyworld.world import COLOURS, SHAPES
 from evaluation.statistics import bootstrap_mean
-from evaluation.toyworld.conditions import Condition, conditions, generate, generate_finetuned, generate_plain
+from evaluation.toyworld.conditions import (
+    Condition,
+    conditions,
+    default_k,
+    generate,
+    generate_finetuned,
+    generate_plain,
+)
 from evaluation.toyworld.finetuned import FinetunedSubjects, Finetuner
 from evaluation.toyworld.loss_gap import eval_timesteps, loss_gaps, target_losses
 from evaluation.toyworld.trials import Trial, make_trials
 
 log = get_logger("toyworld.eval")
 CHANCE = {"identity": 1 / (len(SHAPES) * len(COLOURS)), "shape": 1 / len(SHAPES), "colour": 1 / len(COLOURS)}
-METRICS = ("identity", "scene", "shape", "colour")
+METRICS = ("identity", "identity_always", "readable", "scene", "shape", "colour")
+"""Per image: identity under the abstaining oracle, under the always-answering one, whether the
+oracle could read the body, scene, and the always-answering shape and colour."""
+PAIRED = ("identity", "scene")
 
 
 @dataclass
@@ -39,19 +55,24 @@ class Row:
     condition: Condition
     metrics: dict[str, dict] = field(default_factory=dict)
     """metric → Estimate as a dict (mean, lo, hi, n)."""
+    per_trial: dict[str, list[float]] = field(default_factory=dict)
+    """metric → per-trial mean (over the trial's images), in trial order: what pairs are made of."""
+    seconds_per_image: float = float("nan")
 
 
 @dataclass
 class ExperimentResult:
     rows: list[Row]
     records: list[dict]
-    """One per generated image: condition, trial, oracle reading, scores."""
+    """One per generated image: condition, trial, image, oracle reading, scores."""
     images: dict[str, list[np.ndarray]]
     trials: list[Trial]
     size: int
     losses: dict[str, float]
     """Mean target loss per loss setting (right / decoy references, coupled or not, alone)."""
-    best_lambda: str
+    comparisons: list[dict]
+    """Paired differences between rows: ``{"a", "b", "metric", "estimate"}`` (a − b per trial)."""
+    split: str
     seconds: float
     finetune: dict = field(default_factory=dict)
     """The fine-tuning rows' settings: prompts, training scenes, seconds per method (empty without them)."""
@@ -59,18 +80,44 @@ class ExperimentResult:
     def row(self, key: str) -> Row:
         return next(r for r in self.rows if r.condition.key == key)
 
+    def has(self, key: str) -> bool:
+        return any(r.condition.key == key for r in self.rows)
 
-def score(image: np.ndarray, trial: Trial) -> dict:
+
+def score(image: np.ndarray, trial: Trial, scene: str | None = None) -> dict:
+    """The oracle's verdict on one image of ``trial`` drawn in ``scene`` (default: the trial's target scene)."""
     reading = read(image)
     return {
         "identity": float(reading.is_subject(trial.subject)),
-        "scene": float(reading.scene == trial.target_scene),
+        "identity_always": float(reading.is_subject(trial.subject, abstain=False)),
+        "readable": float(reading.readable),
+        "scene": float(reading.scene == (scene or trial.target_scene)),
         "shape": float(reading.shape == trial.subject.shape),
         "colour": float(reading.colour == trial.subject.colour),
         "read_shape": reading.shape,
         "read_colour": reading.colour,
         "read_scene": reading.scene,
     }
+
+
+def pairs(rows: list[Row], k2: int, references: list[int]) -> list[tuple[str, str]]:
+    """The row pairs compared trial by trial: each extra reference at the defaults, every swept
+    setting against the defaults, joint against separate targets."""
+    keys = {r.condition.key for r in rows}
+    ks = sorted(set(references))
+    out = [(f"jedi-k{b}", f"jedi-k{a}") for a, b in itertools.pairwise(ks)]
+    default = f"jedi-k{k2}"
+    out += [
+        (r.condition.key, default)
+        for r in rows
+        if r.condition.model == "jedi"
+        and r.condition.k == k2
+        and r.condition.coupled
+        and r.condition.images == 1
+        and r.condition.key != default
+    ]
+    out.append((f"{default}-joint", f"{default}-separate"))
+    return [(a, b) for a, b in out if a in keys and b in keys]
 
 
 def load_pipeline(ref: str, home=None):
@@ -122,7 +169,7 @@ def _run_experiment(cfg: S3JediConfig, finetuner: Finetuner | None) -> Experimen
     refs = sorted(set(ev.references))
     if refs[-1] > pipes["jedi"].max_references:
         raise ValueError(f"toyworld.eval.references: {refs[-1]} exceeds the model's {pipes['jedi'].max_references}")
-    trials = make_trials(cfg.seed, ev.trials, refs[-1], size, ev.subjects)
+    trials = make_trials(cfg.seed, ev.trials, refs[-1], size, ev.subjects, ev.split)
     finetuned, summary = None, {}
     if ev.finetune_methods:
         pipes["plain"] = plain_pipeline(pipes["base"])
@@ -130,7 +177,7 @@ def _run_experiment(cfg: S3JediConfig, finetuner: Finetuner | None) -> Experimen
         summary = finetune_summary(cfg, finetuned, trials)
 
     rows, records, images = [], [], {}
-    for cond in conditions(ev):
+    for cond in conditions(ev, pipes["jedi"].spec.max_set_size):
         t = time.perf_counter()
         if cond.model == "finetuned":
             images[cond.key] = generate_finetuned(finetuned, trials, cond, ev)
@@ -138,28 +185,33 @@ def _run_experiment(cfg: S3JediConfig, finetuner: Finetuner | None) -> Experimen
             images[cond.key] = generate_plain(pipes["plain"], trials, size, ev)
         else:
             images[cond.key] = generate(pipes[cond.model], trials, cond, size, ev)
-        scored = [score(im, tr) for im, tr in zip(images[cond.key], trials, strict=True)]
+        seconds = time.perf_counter() - t
+        drawn = [(tr, j, scene) for tr in trials for j, scene in enumerate(tr.scenes(cond.k, cond.images))]
+        scored = [score(im, tr, scene) for im, (tr, _, scene) in zip(images[cond.key], drawn, strict=True)]
         records += [
             {
                 "condition": cond.key,
                 "trial": tr.id,
+                "image": j,
                 "subject": tr.subject.name,
-                "target_scene": tr.target_scene,
-                **({"in_training_scene": tr.target_scene in finetuned.scenes[tr.subject.slug]} if finetuned else {}),
+                "target_scene": scene,
+                **({"in_training_scene": scene in finetuned.scenes[tr.subject.slug]} if finetuned else {}),
                 **s,
             }
-            for tr, s in zip(trials, scored, strict=True)
+            for (tr, j, scene), s in zip(drawn, scored, strict=True)
         ]
-        row = Row(cond)
+        row = Row(cond, seconds_per_image=seconds / len(drawn))
         for m in METRICS:
-            row.metrics[m] = asdict(bootstrap_mean([s[m] for s in scored], ev.resamples, ev.confidence, cfg.seed))
+            per_image = np.array([s[m] for s in scored]).reshape(len(trials), cond.images)
+            row.per_trial[m] = per_image.mean(axis=1).tolist()
+            row.metrics[m] = asdict(bootstrap_mean(row.per_trial[m], ev.resamples, ev.confidence, cfg.seed))
         rows.append(row)
         log.info(
             "condition done",
             condition=cond.key,
             identity=round(row.metrics["identity"]["mean"], 3),
             scene=round(row.metrics["scene"]["mean"], 3),
-            seconds=round(time.perf_counter() - t, 1),
+            seconds=round(seconds, 1),
         )
 
     timesteps = eval_timesteps(pipes["jedi"].scheduler.config.num_train_timesteps, ev.loss_timesteps)
@@ -173,8 +225,30 @@ def _run_experiment(cfg: S3JediConfig, finetuner: Finetuner | None) -> Experimen
         losses[f"{cond.key}/right"], losses[f"{cond.key}/decoy"] = float(right.mean()), float(wrong.mean())
         row.metrics["loss_gap"] = asdict(bootstrap_mean(loss_gaps(right, wrong), ev.resamples, ev.confidence, cfg.seed))
 
-    k2 = [r for r in rows if r.condition.model == "jedi" and r.condition.coupled and r.condition.k == 2]
-    best = max(k2 or rows[1:2], key=lambda r: (r.metrics["identity"]["mean"], r.metrics["scene"]["mean"]))
+    by_key = {r.condition.key: r for r in rows}
+    comparisons = [
+        {
+            "a": a,
+            "b": b,
+            "metric": m,
+            "estimate": asdict(
+                bootstrap_mean(
+                    np.subtract(by_key[a].per_trial[m], by_key[b].per_trial[m]), ev.resamples, ev.confidence, cfg.seed
+                )
+            ),
+        }
+        for a, b in pairs(rows, default_k(ev), ev.references)
+        for m in PAIRED
+    ]
     return ExperimentResult(
-        rows, records, images, trials, size, losses, best.condition.key, round(time.perf_counter() - start, 1), summary
+        rows,
+        records,
+        images,
+        trials,
+        size,
+        losses,
+        comparisons,
+        ev.split,
+        round(time.perf_counter() - start, 1),
+        summary,
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from core.config.toyworld import SPLITS
 from core.toyworld.dataset import item_rng
 from core.toyworld.render import Layout, random_layout, render
 from core.toyworld.world import SCENES, Subject, caption, novel_subjects
@@ -31,6 +32,8 @@ class Trial:
     target_scene: str
     target_layout: Layout
     decoy: Subject
+    other_scenes: tuple[str, ...] = ()
+    """The scenes neither a reference nor the target uses (extra targets of the joint-target rows)."""
 
     @property
     def id(self) -> str:
@@ -39,6 +42,17 @@ class Trial:
     @property
     def prompt(self) -> str:
         return caption(self.subject, self.target_scene, generic=True)
+
+    def scenes(self, k: int, images: int) -> list[str]:
+        """The scenes of ``images`` targets with ``k`` references: the prompt's scene first, then scenes
+        none of the ``k`` references shows."""
+        scenes = [self.target_scene, *self.ref_scenes[k:], *self.other_scenes][:images]
+        if len(scenes) < images:
+            raise ValueError(f"images: {images} targets with {k} references need {images + k} scenes")
+        return scenes
+
+    def prompts(self, k: int, images: int = 1) -> list[str]:
+        return [caption(self.subject, scene, generic=True) for scene in self.scenes(k, images)]
 
     def references(self, k: int, size: int, decoy: bool = False) -> list[Image.Image]:
         """The first ``k`` references, of the subject or (``decoy``) of the decoy in the same places."""
@@ -55,9 +69,16 @@ class Trial:
         return Image.fromarray(render(self.subject, self.target_scene, self.target_layout, size)[0])
 
 
-def make_trials(seed: int, per_subject: int, max_refs: int, size: int, subjects: int | None = None) -> list[Trial]:
+def make_trials(
+    seed: int, per_subject: int, max_refs: int, size: int, subjects: int | None = None, split: str = "eval"
+) -> list[Trial]:
     """``per_subject`` trials for each of the first ``subjects`` novel subjects (all by default),
-    subject-major, deterministic in ``seed``; the decoys are drawn among all novel subjects."""
+    subject-major, deterministic in ``seed`` and ``split``; the decoys are drawn among all novel subjects.
+
+    ``split`` names a disjoint family of seeds: settings (the default λ, guidance mode, joint targets)
+    are chosen on ``validation`` trials and reported on ``eval`` trials, never tuned on the latter."""
+    if split not in SPLITS:
+        raise ValueError(f"toyworld.eval.split: must be one of {', '.join(SPLITS)}, got {split!r}")
     scenes, pool = list(SCENES), novel_subjects()
     if subjects is not None and not 1 <= subjects <= len(pool):
         raise ValueError(f"toyworld.eval.subjects: must lie in [1, {len(pool)}], got {subjects}")
@@ -66,7 +87,7 @@ def make_trials(seed: int, per_subject: int, max_refs: int, size: int, subjects:
     trials = []
     for subject in pool[:subjects]:
         for i in range(per_subject):
-            rng = item_rng(seed, f"eval/{subject.slug}", i)
+            rng = item_rng(seed, f"{split}/{subject.slug}", i)
             order = [scenes[j] for j in rng.permutation(len(scenes))]
             layouts = [random_layout(rng, size) for _ in range(max_refs + 1)]
             others = [x for x in pool if x != subject]
@@ -80,6 +101,7 @@ def make_trials(seed: int, per_subject: int, max_refs: int, size: int, subjects:
                     target_scene=order[max_refs],
                     target_layout=layouts[max_refs],
                     decoy=others[int(rng.integers(len(others)))],
+                    other_scenes=tuple(order[max_refs + 1 :]),
                 )
             )
     return trials

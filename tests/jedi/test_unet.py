@@ -153,3 +153,41 @@ def test_per_set_generators_make_a_set_independent_of_its_batch(tiny_sd):
     assert torch.equal(both.generate[3:], second.generate) and torch.equal(both.text_dropped[1:], second.text_dropped)
     with pytest.raises(ValueError, match="generator: 1 generators for 2 sets"):
         draw_sets(gens([0]), 2, 3, (4, 8, 8), 1000, 0.5, 0.3, "cpu", torch.float32)
+
+
+def test_reference_channel_drop_zeroes_the_channel_of_text_dropped_sets_and_keeps_the_mask(tiny_sd):
+    """The ε⁰ = ε_θ(x_t, 0, M) of paper guidance: null text, clean-reference channel zero, mask kept."""
+    unet = widen_unet(copy.deepcopy(tiny_sd.unet))
+    set_jedi_attention(unet)
+    latents, text, null = _loss_inputs(num_sets=8, set_size=3)
+    seen = []
+    hook = unet.conv_in.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().clone()))
+    try:
+        for p_channel in (0.0, 1.0, 0.5):
+            out = run_with(unet, tiny_sd, latents, text, null, p_text_drop=0.5, p_reference_channel_drop=p_channel)
+            x = seen[-1].view(8, 3, 9, 8, 8)
+            given = out.generate.view(8, 3) == 0
+            assert torch.equal(x[:, :, 8, 0, 0], out.generate.view(8, 3)), "the mask is kept either way"
+            channel = x[:, :, 4:8].abs().flatten(2).sum(2) > 0  # (sets, members): a reference in the channel
+            assert torch.equal(channel, given & ~out.channel_dropped.view(8, 1))
+            assert not (out.channel_dropped & ~out.text_dropped).any(), "only text-dropped sets lose the channel"
+            if p_channel == 0.0:
+                assert not out.channel_dropped.any()
+            if p_channel == 1.0:
+                assert torch.equal(out.channel_dropped, out.text_dropped) and out.text_dropped.any()
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match=r"p_reference_channel_drop: must lie in \[0, 1\]"):
+        run_with(unet, tiny_sd, latents, text, null, p_reference_channel_drop=1.5)
+
+
+def test_channel_drop_draws_come_last_so_older_draws_keep_their_values():
+    from core.jedi.objective import draw_sets
+
+    def draws(p):
+        gens = [torch.Generator().manual_seed(7 + i) for i in range(4)]
+        return draw_sets(gens, 4, 3, (4, 2, 2), 1000, 0.5, 0.5, "cpu", torch.float32, 0.5, p)
+
+    a, b = draws(0.0), draws(1.0)
+    for name in ("timesteps", "noise", "generate", "text_dropped", "caption_dropped"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name

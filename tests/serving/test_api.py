@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.jedi.guidance import DEFAULT_IMAGE_GUIDANCE_SCALE
 from tests.serving.conftest import APP, KEYS
 from tests.serving.samples import b64, bomb_png, png_bytes, png_from
 
@@ -74,8 +75,10 @@ def test_personalize_with_dreambooth_photos_is_reproducible(served, photos):
     ]
     assert reply["parameters"] == {
         "steps": 3,
-        "guidance_scale": 3.0,
-        "image_guidance_scale": 1.0,
+        "guidance": "paper",
+        "guidance_scale": None,  # the paper's guidance has one scale
+        "image_guidance_scale": DEFAULT_IMAGE_GUIDANCE_SCALE,
+        "joint_targets": False,
         "negative_prompt": "",
         "height": 64,
         "width": 64,
@@ -89,6 +92,21 @@ def test_personalize_with_dreambooth_photos_is_reproducible(served, photos):
     again = decode(post(served, "/v1/personalize", body).json())
     for a, b in zip(images, again, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_guidance_mode_and_joint_targets_are_request_fields(served, photos):
+    body = personalize_body(
+        photos[:2], images_per_prompt=2, seed=3, steps=2, guidance="decomposed", guidance_scale=2.0, joint_targets=True
+    )
+    reply = post(served, "/v1/personalize", body)
+    assert reply.status_code == 200, reply.text
+    parameters = reply.json()["parameters"]
+    assert (parameters["guidance"], parameters["guidance_scale"], parameters["joint_targets"]) == (
+        "decomposed",
+        2.0,
+        True,
+    )
+    assert len(decode(reply.json())) == 2
 
 
 def test_personalize_upload_multipart_and_multipart_reply(served, photos):
@@ -178,6 +196,11 @@ def test_unknown_and_unsafe_subject_ids(served):
         ({"height": 60}, 422, "height", 8),
         ({"width": 136}, 422, "width", 128),
         ({"guidance_scale": 31}, 422, "guidance_scale", 30.0),
+        ({"guidance_scale": 5.0}, 422, "guidance_scale", None),  # paper guidance: λ is its one scale
+        ({"guidance": "decomposed", "guidance_scale": 31}, 422, "guidance_scale", 30.0),
+        ({"guidance": "cfg"}, 422, "guidance", None),
+        ({"image_guidance_scale": -1}, 422, "image_guidance_scale", 0.0),
+        ({"joint_targets": "sometimes"}, 422, "joint_targets", None),
         ({"seed": -1}, 422, "seed", 0),
         ({"timeout_s": 0}, 422, "timeout_s", 0.0),
         ({"surprise": 1}, 422, "surprise", None),

@@ -25,6 +25,7 @@ def smoke_overrides(root: Path) -> list[str]:
         "toyworld.train.cpus_per_worker": 0.5,
         "toyworld.train.base": "{steps: 2, sets_per_worker: 2, warmup_steps: 0, checkpoint_every: 2}",
         "toyworld.train.jedi": "{steps: 2, sets_per_worker: 2, warmup_steps: 0, checkpoint_every: 2}",
+        "toyworld.train.jedi_continued": "{steps: 2, sets_per_worker: 2, warmup_steps: 0, checkpoint_every: 2}",
         "toyworld.eval.jedi": str(root / "assets" / "jedi"),
         "toyworld.eval.base": str(root / "assets" / "base"),
         "toyworld.eval.out": str(root / "eval"),
@@ -34,6 +35,7 @@ def smoke_overrides(root: Path) -> list[str]:
         "toyworld.eval.loss_timesteps": 2,
         "toyworld.eval.references": "[1, 2]",
         "toyworld.eval.image_guidance_scales": "[1.0, 2.0]",
+        "toyworld.eval.guidance_modes": "[paper, decomposed]",
         "toyworld.eval.resamples": 200,
         "toyworld.eval.finetune_methods": "[]",  # test_finetune_rows runs them
     }

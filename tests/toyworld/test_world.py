@@ -58,15 +58,70 @@ def test_random_layouts_keep_the_body_inside():
 
 @pytest.mark.parametrize("size", [16, 24])
 def test_oracle_reads_fresh_renders(size):
-    hits = {"scene": 0, "colour": 0, "shape": 0}
+    hits = {"scene": 0, "colour": 0, "shape": 0, "readable": 0}
     renders = list(random_renders(size, 400, size))
     for subject, scene, image in renders:
         r = read(image)
         hits["scene"] += r.scene == scene
         hits["colour"] += r.colour == subject.colour
         hits["shape"] += r.shape == subject.shape
+        hits["readable"] += r.readable
     rates = {k: v / len(renders) for k, v in hits.items()}
     assert min(rates.values()) >= 0.99, rates
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of each channel (edges repeated)."""
+    r = int(np.ceil(3 * sigma))
+    kernel = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sigma * sigma))
+    kernel /= kernel.sum()
+    out = np.pad(image.astype(np.float64), ((r, r), (r, r), (0, 0)), mode="edge")
+    for axis in (0, 1):
+        out = np.apply_along_axis(lambda v: np.convolve(v, kernel, "valid"), axis, out)
+    return out
+
+
+@pytest.mark.parametrize("noise", [0.0, 8.0])
+def test_abstaining_oracle_keeps_moderately_blurred_true_renders_readable(noise):
+    """The calibration of ``MAX_SHAPE_ERROR``/``MIN_SHAPE_MARGIN``: blur σ = 0.7 px (and noise) on true
+    renders stays >= 99 % readable and right."""
+    rng = np.random.default_rng(11)
+    renders = list(random_renders(5, 300, 16))
+    right = 0
+    for subject, _scene, image in renders:
+        soft = np.clip(np.rint(_blur(image, 0.7) + rng.normal(0, noise, image.shape)), 0, 255).astype(np.uint8)
+        right += read(soft).is_subject(subject)
+    assert right / len(renders) >= 0.99
+
+
+def test_abstaining_oracle_refuses_formless_marks():
+    """What the always-answering oracle named a shape: noise on an empty scene, Gaussian blobs, blotches."""
+    rng = np.random.default_rng(12)
+    scenes, colours = list(SCENES.values()), list(COLOURS.values())
+    yy, xx = np.mgrid[0:16, 0:16]
+    readable = {"noise": 0, "blob": 0, "blotch": 0}
+    answered = dict.fromkeys(readable, 0)
+    trials = 100
+    for _ in range(trials):
+        bg = np.array(scenes[rng.integers(len(scenes))], float)
+        body = np.array(colours[rng.integers(len(colours))], float)
+        cx, cy = rng.uniform(5, 11, 2)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rng.uniform(1.5, 3.5) ** 2))
+        blotch = np.clip(2.5 * _blur((rng.random((16, 16, 1)) < 0.25).astype(float), 0.8)[..., 0], 0, 1)
+        blotch[[0, -1]] = blotch[:, [0, -1]] = 0
+        images = {
+            "noise": bg + rng.normal(0, 25, (16, 16, 3)),
+            "blob": bg + blob[..., None] * (body - bg),
+            "blotch": bg + blotch[..., None] * (body - bg),
+        }
+        for kind, image in images.items():
+            r = read(np.clip(np.rint(image), 0, 255).astype(np.uint8))
+            readable[kind] += r.readable
+            answered[kind] += r.shape is not None
+    assert answered["blob"] >= 0.9 * trials and answered["blotch"] >= 0.9 * trials, answered
+    assert readable["noise"] == 0 and readable["blotch"] <= 0.02 * trials and readable["blob"] <= 0.25 * trials, (
+        readable
+    )
 
 
 def test_oracle_is_robust_to_mild_noise():

@@ -60,7 +60,6 @@ def _validation_grid(models: JeDiModels, unet, held_out: MicroBatch, steps: int,
         refs,
         held_out.captions[k],
         num_inference_steps=steps,
-        guidance_scale=3.0,
         generator=torch.Generator(device=device).manual_seed(seed),
     ).images[0]
     side = out.width
@@ -199,6 +198,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     p_reference=tcfg.p_reference,
                     p_text_drop=tcfg.p_text_drop,
                     p_reference_caption_drop=tcfg.p_reference_caption_drop,
+                    p_reference_channel_drop=tcfg.p_reference_channel_drop,
                     generator=gens,
                 )
                 scaler.scale(out.loss / tcfg.grad_accum).backward()

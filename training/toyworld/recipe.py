@@ -8,11 +8,16 @@
    given to a single image, so the result is the base text-to-image model in JeDi format);
 4. **JeDi stage** — the same trainer, ``train.jedi.init_from`` = the base stage's export, on the
    same-subject sets (``s3`` source);
-5. **ship** — both exports copied to ``toyworld.train.ship`` (``assets/toyworld``: the checkpoints the
-   README demo and ``s3jedi toyworld eval`` use by default).
+5. **JeDi continued** — the same trainer from the JeDi stage's export with reference-channel dropout
+   (a text-dropped set loses its clean-reference channel too, mask kept), so the ε⁰ of the pipeline's
+   ``paper`` image guidance is an input the model was trained on;
+6. **ship** — the base and the continued JeDi exports copied to ``toyworld.train.ship``
+   (``assets/toyworld``: the checkpoints the README demo and ``s3jedi toyworld eval`` use by default).
 
 A stage whose export already records its final step is skipped; an interrupted stage resumes from
-its latest Ray Train checkpoint (the trainer restores runs by name).
+its latest Ray Train checkpoint (the trainer restores runs by name). ``toyworld.train.start_from``
+takes the base and JeDi stages from existing exports (``assets/toyworld`` continues the shipped
+model) and runs only the continuation.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from training.jedi.loop import EXPORT_META
 from training.toyworld.base_model import build_base_pipeline
 
 log = get_logger("toyworld.recipe")
-BASE_RUN, JEDI_RUN = "toyworld-base", "toyworld-jedi"
+BASE_RUN, JEDI_RUN, CONTINUED_RUN = "toyworld-base", "toyworld-jedi", "toyworld-jedi-continued"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ def stage_config(
         "p_reference": stage.p_reference,
         "p_text_drop": stage.p_text_drop,
         "p_reference_caption_drop": stage.p_reference_caption_drop,
+        "p_reference_channel_drop": stage.p_reference_channel_drop,
         "max_set_size": tw.train.max_set_size,
         "init_from": init_from,
         "validation_steps": 10,
@@ -141,22 +147,32 @@ def run_recipe(cfg: S3JediConfig) -> dict:
     init_ray(cfg.ray)
 
     summary["data"] = write_dataset(str(paths.data), tw.data, cfg.seed)
-    if not (paths.base_pipeline / "model_index.json").is_file():
-        t = time.perf_counter()
-        threads = max(1, int(tw.train.cpus_per_worker))
-        build_base_pipeline(tw.model, tw.data.size, cfg.seed, paths.base_pipeline, threads)
-        summary["base_pipeline_seconds"] = round(time.perf_counter() - t, 1)
-
-    singles = [{"kind": "captions", "path": str(paths.data / SINGLES_DIR)}]
-    summary["base"] = _run_stage(cfg, tw.train.base, BASE_RUN, singles, paths, None)
     sets = [{"kind": "s3", "path": str(paths.data)}]
-    summary["jedi"] = _run_stage(cfg, tw.train.jedi, JEDI_RUN, sets, paths, str(paths.export(BASE_RUN)))
+    if tw.train.start_from:
+        start_from = storage.local_path(tw.train.start_from)
+        base_export, jedi_export = start_from / "base", start_from / "jedi"
+        for export in (base_export, jedi_export):
+            if not (export / "model_index.json").is_file():
+                raise ValueError(f"toyworld.train.start_from: {export} is not a pipeline export")
+        summary["start_from"] = str(start_from)
+    else:
+        if not (paths.base_pipeline / "model_index.json").is_file():
+            t = time.perf_counter()
+            threads = max(1, int(tw.train.cpus_per_worker))
+            build_base_pipeline(tw.model, tw.data.size, cfg.seed, paths.base_pipeline, threads)
+            summary["base_pipeline_seconds"] = round(time.perf_counter() - t, 1)
+        singles = [{"kind": "captions", "path": str(paths.data / SINGLES_DIR)}]
+        summary["base"] = _run_stage(cfg, tw.train.base, BASE_RUN, singles, paths, None)
+        summary["jedi"] = _run_stage(cfg, tw.train.jedi, JEDI_RUN, sets, paths, str(paths.export(BASE_RUN)))
+        base_export, jedi_export = paths.export(BASE_RUN), paths.export(JEDI_RUN)
+    summary["jedi_continued"] = _run_stage(cfg, tw.train.jedi_continued, CONTINUED_RUN, sets, paths, str(jedi_export))
 
     if tw.train.ship:
         ship = storage.local_path(tw.train.ship)
         ship.mkdir(parents=True, exist_ok=True)
-        _ship(paths.export(BASE_RUN), ship / "base")
-        _ship(paths.export(JEDI_RUN), ship / "jedi")
+        if base_export.resolve() != (ship / "base").resolve():
+            _ship(base_export, ship / "base")
+        _ship(paths.export(CONTINUED_RUN), ship / "jedi")
         save_config(cfg, ship)
         summary["shipped"] = str(ship)
     summary["seconds"] = round(time.perf_counter() - start, 1)
