@@ -52,15 +52,25 @@ class RunSection(Section):
 
 
 class DataSource(Section):
-    kind: Literal["s3", "folder", "captions", "latents"] = Field(
+    kind: Literal["s3", "folder", "captions", "latents", "video"] = Field(
         ...,
-        description="s3: S3 Parquet sets; folder: one sub-folder per subject; captions: single captioned "
-        "images (Parquet with image+caption, or a folder with NAME.txt beside each image); latents: the output "
-        "of `s3jedi train precompute-latents`",
+        description="s3: S3 Parquet sets; folder: one sub-folder per subject (multi-view renders: one per object); "
+        "captions: single captioned images (Parquet with image+caption, or a folder with NAME.txt beside each "
+        "image); latents: the output of `s3jedi train precompute-latents`; video: clips (a folder, or a Parquet "
+        "file with path+caption), frames at random distinct times",
     )
     path: str = Field(..., min_length=1, description="directory or URI; relative paths are relative to the repo root")
     weight: float = Field(1.0, gt=0, description="share of steps drawn from this source (normalised)")
-    caption: str = Field("a photo of {name}", description="folder sets without NAME.txt: {name} = sub-folder name")
+    caption: str = Field(
+        "a photo of {name}",
+        description="folder sets / video clips without NAME.txt: {name} = sub-folder name / clip file name",
+    )
+    frames: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="video: frames per clip, at random distinct times; micro-batches draw their sets from them",
+    )
 
 
 class JeDiDataSection(Section):
@@ -80,6 +90,12 @@ class JeDiDataSection(Section):
             raise ValueError(f"min_set_size ({self.min_set_size}) must be <= max_set_size ({self.max_set_size})")
         if self.resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8, got {self.resolution}")
+        for i, src in enumerate(self.sources):
+            if src.kind == "video" and src.frames < self.max_set_size:
+                raise ValueError(
+                    f"sources[{i}].frames: {src.frames} frames per clip cannot fill sets of max_set_size "
+                    f"{self.max_set_size}"
+                )
         return self
 
 

@@ -69,11 +69,53 @@ def test_mixed_sources_and_set_sizes_give_correct_shapes():
     assert seen_sources == {"source0", "source1"} and seen_sizes >= {1, 2, 3, 4}
 
 
-def test_set_size_shrinks_to_the_smallest_set_of_the_batch():
-    rows = [_set("a", 2), _set("b", 5)]
-    for step in range(10):
-        mb, _ = _batch([rows], ["folder"], [1.0], step)
-        assert mb.set_size == 2
+def test_a_small_set_waits_for_a_batch_of_its_size_instead_of_shrinking_the_batch():
+    """One 2-image set used to cut every set of its micro-batch to 2."""
+    rows = [_set("small", 2)] + [_set(f"big{i}", 5) for i in range(20)]
+    cursor = SourceCursor("source0", "folder")
+    it = endless_rows(Shard(rows), cursor)
+    args = dict(seed=0, sets=2, min_set_size=2, max_set_size=4, resolution=8, min_scale=0.8, flip=True)
+    used = {}
+    for step in range(12):
+        mb = next_micro_batch([it], [cursor], [1.0], step=step, micro=0, **args)
+        assert mb.pixels.shape[0] == 2 * mb.set_size
+        used.update(dict.fromkeys(mb.set_ids, mb.set_size))
+    assert used["small"] == 2 and cursor.size_fallbacks == 0
+
+
+def test_set_sizes_are_uniform_over_two_to_four_from_a_mixed_source():
+    """§4: set sizes uniform over 2-4; here ≥ 1,000 sets from a source with 2- to 6-image sets."""
+    rows = [_set(f"s{i}", 2 + i % 5, size=8) for i in range(60)]
+    cursor = SourceCursor("source0", "folder")
+    it = endless_rows(Shard(rows), cursor)
+    args = dict(seed=3, sets=2, min_set_size=2, max_set_size=4, resolution=8, min_scale=1.0, flip=False)
+    sizes = []
+    for step in range(600):
+        mb = next_micro_batch([it], [cursor], [1.0], step=step, micro=0, **args)
+        sizes += [mb.set_size] * len(mb.set_ids)
+    assert len(sizes) >= 1000
+    shares = {n: sizes.count(n) / len(sizes) for n in (2, 3, 4)}
+    assert all(abs(share - 1 / 3) <= 0.03 for share in shares.values()), shares
+    assert cursor.size_fallbacks == 0 and len(cursor.waiting) <= 4 * 2
+
+
+def test_sizes_are_balanced_in_every_block_of_micro_batches():
+    from training.jedi.sampling import balanced_set_size
+
+    drawn = [balanced_set_size(0, i, 2, 4) for i in range(30)]
+    assert all(sorted(drawn[j : j + 3]) == [2, 3, 4] for j in range(0, 30, 3))
+    assert drawn[:6] != [2, 3, 4, 2, 3, 4], "a keyed random order, not a fixed cycle"
+
+
+def test_a_source_that_cannot_supply_a_size_falls_back_and_counts_it():
+    rows = [_set(f"p{i}", 2) for i in range(10)]
+    cursor = SourceCursor("source0", "folder")
+    it = endless_rows(Shard(rows), cursor)
+    args = dict(seed=0, sets=2, min_set_size=2, max_set_size=4, resolution=8, min_scale=0.8, flip=True)
+    for step in range(9):
+        mb = next_micro_batch([it], [cursor], [1.0], step=step, micro=0, **args)
+        assert mb.set_size == 2 and len(mb.set_ids) == 2
+    assert cursor.size_fallbacks == 6, "the size-3 and size-4 micro-batches fell back"
 
 
 def test_source_weights_are_respected():
@@ -83,11 +125,35 @@ def test_source_weights_are_respected():
     assert 0.68 < share < 0.82
 
 
-def test_corrupt_rows_are_skipped_and_counted():
+def test_corrupt_rows_are_skipped_counted_by_reason_and_logged_as_they_pass(caplog):
     rows = [_set("good1", 3), _set("bad", 3, error="OSError: truncated"), _set("good2", 3)]
-    mb, cursors = _batch([rows], ["folder"], [1.0], 0)
+    with caplog.at_level("WARNING", logger="s3jedi.train.jedi.data"):
+        mb, cursors = _batch([rows], ["folder"], [1.0], 0)
     assert mb.set_ids == ["good1", "good2"]
-    assert cursors[0].skipped == 1 and mb.skipped == ["bad: OSError: truncated"]
+    assert cursors[0].skipped == 1 and cursors[0].skip_reasons == {"OSError": 1}
+    assert cursors[0].metrics() == {"skipped/source0/OSError": 1, "size_fallbacks/source0": 0}
+    assert [r.fields["set_id"] for r in caplog.records if "unusable" in r.getMessage()] == ["bad"]
+    restored = SourceCursor("source0", "folder")
+    restored.restore(cursors[0].state())
+    assert restored.state() == cursors[0].state()
+
+
+def test_a_pass_without_one_usable_set_is_an_error_naming_source_and_reasons():
+    rows = [
+        _set("a", 3, error="UnidentifiedImageError: cannot identify image file"),
+        _set("b", 2, error="too-short: 1 frame"),
+    ]
+    cursor = SourceCursor("source1", "video", path="/data/clips")
+    with pytest.raises(ValueError) as caught:
+        next(endless_rows(Shard(rows), cursor))
+    assert str(caught.value) == (
+        "data.sources: source source1 (video /data/clips) has no usable set in a whole pass over its 2 sets "
+        "(1 × UnidentifiedImageError, 1 × too-short); fix or remove the source"
+    )
+    # A resumed pass counts the rows before its position too: one usable row there is enough.
+    rows = [_set("ok", 3), _set("a", 3, error="OSError: x")]
+    resumed = SourceCursor("s", "folder", consumed=1)
+    assert next(endless_rows(Shard(rows), resumed))["set_id"] == "ok"  # the next epoch's first row
 
 
 def test_endless_rows_resume_at_the_saved_position():
@@ -99,5 +165,5 @@ def test_endless_rows_resume_at_the_saved_position():
     resumed = SourceCursor("s", "folder", epoch=1, consumed=2)
     again = endless_rows(Shard(rows), resumed)
     assert [next(again)["set_id"] for _ in range(4)] == ["2", "3", "4", "0"]
-    with pytest.raises(ValueError, match="source empty has no rows"):
+    with pytest.raises(ValueError, match=r"source empty \(folder\) has no rows"):
         next(endless_rows(Shard([]), SourceCursor("empty", "folder")))

@@ -89,3 +89,78 @@ def test_s3_dataset_source_reads_sets_written_by_core_s3(ray_local, tmp_path, dr
     assert [r["set_id"] for r in rows] == ["s3-cat", "s3-dog"]
     assert all(r["error"] == "" and np.asarray(r["pixels"]).shape == (3, 16, 16, 3) for r in rows)
     assert rows[1]["captions"][2] == "a dog on the beach 2"
+
+
+def write_clip(path, frames: int, fps: int = 4) -> list[tuple[int, int, int]]:
+    """An MPEG-4 clip whose frame i is one flat colour; returns the colours (the data, not our code)."""
+    import av
+
+    colours = [(i * 20, 255 - i * 20, 100) for i in range(frames)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        for colour in colours:
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), colour, dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return colours
+
+
+def test_video_clips_become_frame_sets_at_distinct_keyed_times(tmp_path):
+    from training.jedi.video import video_clips
+
+    (tmp_path / "clips").mkdir()
+    colours = write_clip(tmp_path / "clips" / "red_kite.mp4", 12)
+    (tmp_path / "clips" / "red_kite.txt").write_text("a red kite in the wind\n")
+    write_clip(tmp_path / "clips" / "short.mp4", 3)
+    (tmp_path / "clips" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    rows = {r["set_id"]: r for r in video_clips(tmp_path / "clips", "a video of {name}")}
+    assert sorted(rows) == ["video:broken.mp4", "video:red_kite.mp4", "video:short.mp4"]
+
+    out = decode_set(rows["video:red_kite.mp4"], size=16, seed=5, frames=4)
+    assert out["error"] == "" and out["pixels"].shape == (4, 16, 16, 3)
+    assert out["captions"] == ["a red kite in the wind"] * 4
+    # Each sampled frame is one of the clip's frames, four different ones, in time order.
+    picked = [int(np.argmin([np.abs(p[8, 8].astype(int) - c).sum() for c in colours])) for p in out["pixels"]]
+    assert len(set(picked)) == 4 and picked == sorted(picked)
+    again = decode_set(rows["video:red_kite.mp4"], size=16, seed=5, frames=4)
+    np.testing.assert_array_equal(out["pixels"], again["pixels"])
+    other = decode_set(rows["video:red_kite.mp4"], size=16, seed=6, frames=4)
+    assert not np.array_equal(out["pixels"], other["pixels"]), "times are drawn from the seed and the clip"
+
+    short = decode_set(rows["video:short.mp4"], size=16, seed=5, frames=4)
+    assert short["error"] == "too-short: 3 frames, 4 needed" and short["pixels"].shape == (0, 16, 16, 3)
+    broken = decode_set(rows["video:broken.mp4"], size=16, seed=5, frames=4)
+    assert broken["error"].startswith("corrupt: ")
+
+
+def test_video_source_through_ray_counts_its_skips_by_reason(ray_local, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from training.jedi.batches import SourceCursor, endless_rows
+
+    (tmp_path / "v").mkdir()
+    for name in ("a", "b"):
+        write_clip(tmp_path / "v" / f"{name}.mp4", 10)
+    write_clip(tmp_path / "v" / "c.mp4", 2)
+    pq.write_table(
+        pa.table({"path": ["v/a.mp4", "v/b.mp4", "v/c.mp4"], "caption": ["clip a", "clip b", "clip c"]}),
+        tmp_path / "clips.parquet",
+    )
+    data = JeDiDataSection(resolution=16, min_crop_scale=1.0, max_set_size=4)
+    ds = source_dataset(DataSource(kind="video", path=str(tmp_path / "clips.parquet"), frames=4), data, seed=0)
+
+    class Shard:
+        def iter_rows(self):
+            yield from ds.iter_rows()
+
+    cursor = SourceCursor("source0", "video", path="clips.parquet")
+    rows = endless_rows(Shard(), cursor)
+    usable = {next(rows)["set_id"] for _ in range(4)}
+    assert usable == {"video:v/a.mp4", "video:v/b.mp4"}
+    assert cursor.skip_reasons["too-short"] >= 1 and cursor.metrics()["skipped/source0/too-short"] >= 1
+    with pytest.raises(ValueError, match=r"sources\[0\].frames: 2 frames per clip cannot fill sets of max_set_size 4"):
+        JeDiDataSection(sources=[DataSource(kind="video", path="x", frames=2)])

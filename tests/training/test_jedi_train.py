@@ -267,3 +267,24 @@ def test_bad_training_input_fails_at_start_with_one_line(ray_local, tmp_path):
     assert result.exit_code == 2 and "is not a directory" in result.output
     result = CliRunner().invoke(app, ["jedi", "--set", "train.jedi.precision=fp16"])
     assert result.exit_code == 2 and "precision fp16 needs GPU workers" in result.output
+
+
+def test_a_source_with_no_usable_set_stops_the_run_with_one_line(ray_local, tmp_path):
+    """A folder whose every image is corrupt used to cycle its epochs forever (0 steps, no log line)."""
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    for name in ("mug", "vase"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "data" / name / f"{i}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    source = f"[{{kind: folder, path: {tmp_path / 'data'}}}]"
+    extra = {"train.jedi.run.max_failures": 0, "train.jedi.data.sources": source}
+    args = [part for setting in overrides(tmp_path, tmp_path, "corrupt", **extra) for part in ("--set", setting)]
+    result = CliRunner().invoke(app, ["jedi", *args])
+    assert result.exit_code == 2, result.output
+    # The command's own message is one line (the rest of the output is the workers' logs, forwarded by Ray).
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: data.sources: source source0 (folder "), errors
+    assert "no usable set in a whole pass over its 2 sets (2 × UnidentifiedImageError)" in errors[0]

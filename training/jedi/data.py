@@ -17,6 +17,11 @@ Sources (``train.jedi.data.sources``):
 - ``s3``: the S3 dataset written by ``s3jedi datagen`` (read with ``core.s3``).
 - ``latents``: the output of ``s3jedi train precompute-latents`` (VAE posterior mean and std per
   image; decoded images are not needed, so the VAE stays out of the training workers).
+- ``video``: clips as frame sets (``training.jedi.video``): a folder of clips or a Parquet list.
+
+Multi-view sets (Objaverse renders, paper §4) are a ``folder`` source: one sub-folder per object
+with its views as images and one caption for all of them (``NAME.txt`` per view, or the source's
+``caption`` template with the object's folder name); docs/training-data.md shows the layout.
 
 Decoding runs in Ray Data tasks, streaming, so data larger than memory works. The load size is
 ``resolution / min_crop_scale``: the loop crops from it without upsampling.
@@ -33,6 +38,8 @@ from PIL import Image
 
 from core import storage
 from core.config.training import DataSource, JeDiDataSection
+from training.jedi.sampling import key_seed
+from training.jedi.video import ClipError, sample_frames, video_clips
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 MAX_PIXELS = 64_000_000  # refuse decompression bombs in training data too
@@ -100,18 +107,26 @@ def _open(blob: bytes | str) -> Image.Image:
     return img
 
 
-def decode_set(row: dict, size: int) -> dict:
-    """Decode a set's images (``paths`` or encoded ``images``); a bad image marks the row unusable."""
-    blobs = list(row["images"]) if row.get("images") is not None else list(row["paths"])
-    captions = [str(c) for c in row["captions"]]
-    out = {"set_id": str(row["set_id"]), "captions": captions, "error": ""}
+def decode_set(row: dict, size: int, seed: int = 0, frames: int = 0) -> dict:
+    """Decode a set's images (``paths``, encoded ``images``, or ``frames`` frames of a ``video`` clip
+    at times keyed by ``seed`` and the set id); a bad image or clip marks the row unusable."""
+    set_id = str(row["set_id"])
+    out = {"set_id": set_id, "captions": [], "error": ""}
     try:
-        if len(blobs) != len(captions) or not blobs:
-            raise ValueError(f"{len(blobs)} images for {len(captions)} captions")
-        out["pixels"] = np.stack([_square(_open(b), size) for b in blobs])
+        if row.get("video"):
+            images = sample_frames(row["video"], frames, np.random.default_rng(key_seed(seed, "video", set_id)))
+            out["captions"] = [str(row["caption"])] * len(images)
+        else:
+            blobs = list(row["images"]) if row.get("images") is not None else list(row["paths"])
+            out["captions"] = [str(c) for c in row["captions"]]
+            if len(blobs) != len(out["captions"]) or not blobs:
+                raise ValueError(f"{len(blobs)} images for {len(out['captions'])} captions")
+            images = [_open(b) for b in blobs]
+        out["pixels"] = np.stack([_square(im, size) for im in images])
     except Exception as exc:
         out["pixels"] = np.zeros((0, size, size, 3), dtype=np.uint8)
-        out["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        reason = str(exc) if isinstance(exc, ClipError) else f"{type(exc).__name__}: {exc}"
+        out["error"] = reason[:500]
     return out
 
 
@@ -125,6 +140,8 @@ def source_dataset(src: DataSource, data: JeDiDataSection, seed: int):
         return ray.data.read_parquet(path)
     if src.kind == "folder":
         ds = ray.data.from_items(folder_sets(Path(path), src.caption))
+    elif src.kind == "video":
+        ds = ray.data.from_items(video_clips(Path(path), src.caption))
     elif src.kind == "captions":
         if storage.is_uri(path) or Path(path).is_file() or any(Path(path).glob("*.parquet")):
             ds = ray.data.read_parquet(path).map(_caption_row)
@@ -134,7 +151,9 @@ def source_dataset(src: DataSource, data: JeDiDataSection, seed: int):
         from core.s3 import read_training_sets
 
         ds = read_training_sets(path)
-    return ds.randomize_block_order(seed=seed).map(decode_set, fn_kwargs={"size": size})
+    return ds.randomize_block_order(seed=seed).map(
+        decode_set, fn_kwargs={"size": size, "seed": seed, "frames": src.frames}
+    )
 
 
 def _caption_row(row: dict) -> dict:

@@ -93,7 +93,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         ema = EMAModel(unet_plain.parameters(), decay=tcfg.ema_decay)
 
     sources = tcfg.data.sources
-    cursors = [SourceCursor(name=f"source{i}", kind=s.kind) for i, s in enumerate(sources)]
+    cursors = [SourceCursor(name=f"source{i}", kind=s.kind, path=s.path) for i, s in enumerate(sources)]
     step, restored_from = 0, -1
     with ckpt.latest_checkpoint() as restored:
         if restored is not None:
@@ -107,9 +107,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             position = ckpt.read_json(restored, f"data-rank{rank}")
             if position and position.get("world_size") == world:
                 for cursor in cursors:
-                    state = position["sources"].get(cursor.name, {})
-                    cursor.epoch, cursor.consumed = state.get("epoch", 0), state.get("consumed", 0)
-                    cursor.skipped = state.get("skipped", 0)
+                    cursor.restore(position["sources"].get(cursor.name, {}))
             else:
                 log.warning("no data position for this rank/world size; sources restart at their beginning", rank=rank)
             log.info("resumed from checkpoint", step=step, rank=rank)
@@ -134,6 +132,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             resolution=tcfg.data.resolution,
             min_scale=tcfg.data.min_crop_scale,
             flip=tcfg.data.flip,
+            grad_accum=tcfg.grad_accum,
         )
 
     local_dir = local_run_dir(tcfg.run)
@@ -177,8 +176,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     while step < tcfg.steps:
         for micro in range(tcfg.grad_accum):
             mb = micro_batch(step, micro)
-            for reason in mb.skipped:
-                log.warning("skipped an unusable set", reason=reason, rank=rank)
             if held_out is None and rank == 0 and mb.pixels is not None and mb.set_size >= 2:
                 held_out = MicroBatch(mb.set_ids[:1], mb.set_size, mb.captions[: mb.set_size], mb.pixels[: mb.set_size])
             n = mb.set_size
@@ -227,6 +224,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 "grad_norm": grad_norm,
                 "images_per_s": images * world / max(elapsed, 1e-9),
                 "skipped_sets": sum(c.skipped for c in cursors),
+                **{k: v for c in cursors for k, v in c.metrics().items()},
                 "restored_from_step": restored_from,
             }
             if device.type == "cuda":

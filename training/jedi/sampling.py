@@ -40,8 +40,12 @@ def choose_source(rng: np.random.Generator, weights: list[float]) -> int:
     return int(rng.choice(len(w), p=w / w.sum()))
 
 
-def choose_set_size(rng: np.random.Generator, low: int, high: int) -> int:
-    return int(rng.integers(low, high + 1))
+def balanced_set_size(seed: int, index: int, low: int, high: int) -> int:
+    """The set size of micro-batch ``index`` (counted over the run): every block of ``high − low + 1``
+    consecutive micro-batches holds each size in ``low..high`` once, in a keyed random order."""
+    sizes = high - low + 1
+    order = np.random.default_rng(key_seed(seed, "sizes", index // sizes)).permutation(sizes)
+    return low + int(order[index % sizes])
 
 
 def crop_set(

@@ -51,13 +51,20 @@ def build_trainer(cfg: S3JediConfig):
 
 
 def fit(cfg: S3JediConfig) -> TrainOutcome:
+    from ray.train import TrainingFailedError
+
     init_ray(cfg.ray)
     tcfg = cfg.train.jedi
     trainer = build_trainer(cfg)
     log.info("training JeDi", run=tcfg.run.name, steps=tcfg.steps, workers=tcfg.scaling.num_workers)
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    except TrainingFailedError as exc:
+        # A worker's ValueError names a field (bad data, bad setting): raise it as itself, one line.
+        failures = getattr(exc, "worker_failures", {}).values()
+        raise next((e for e in failures if isinstance(e, ValueError)), exc) from None
     where = run_dir(tcfg.run)
     return TrainOutcome(
         run_dir=where,
