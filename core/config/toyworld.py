@@ -173,7 +173,7 @@ class ToyWorldEvalSection(MergedSection, JeDiSampling):
         default_factory=lambda: list(GUIDANCE_MODES), min_length=1, description="guidance modes swept at K = 2"
     )
     image_guidance_scales: list[float] = Field(
-        default_factory=lambda: [1.0, 2.0, 3.0, 5.0], min_length=1, description="λ values swept at K = 2"
+        default_factory=lambda: [1.0, 2.0, 3.0, 5.0, 7.0], min_length=1, description="λ values swept at K = 2"
     )
     guidance_scale: float = Field(
         3.0, ge=0, le=50, description="text guidance s of the decomposed rows, the floors and the fine-tuning rows"

@@ -31,7 +31,8 @@ def test_fixed_seed_is_deterministic_and_shapes_are_right(jedi_pipe, dog_refs):
     b = jedi_pipe(dog_refs[:2], ["a dog on the beach", "a dog in the snow"], generator=_gen(), **kw)
     c = jedi_pipe(dog_refs[:2], ["a dog on the beach", "a dog in the snow"], generator=_gen(1), **kw)
     assert a.images.shape == (4, 64, 64, 3)
-    assert len(a.set_latents) == 4 and all(s.shape == (3, 4, 8, 8) for s in a.set_latents)
+    # Joint targets (the default): 4 images of one reference set, 2 references -> 2 sets of 2 + 2.
+    assert len(a.set_latents) == 2 and all(s.shape == (4, 4, 8, 8) for s in a.set_latents)
     np.testing.assert_array_equal(a.images, b.images)
     assert not np.array_equal(a.images, c.images)
 
@@ -168,6 +169,7 @@ def test_paper_guidance_is_eq3_on_the_same_joint_set(jedi_pipe, dog_refs, k, gui
             num_inference_steps=1,
             guidance=guidance,
             image_guidance_scale=lam,
+            joint_targets=False,  # one set of K + 1 per prompt: set sizes 2-4
             generator=[_gen(i) for i in range(3)],
             output_type="latent",
         )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.jedi.guidance import DEFAULT_IMAGE_GUIDANCE_SCALE
+from core.jedi.guidance import DEFAULT_IMAGE_GUIDANCE_SCALE, DEFAULT_JOINT_TARGETS
 from tests.serving.conftest import APP, KEYS
 from tests.serving.samples import b64, bomb_png, png_bytes, png_from
 
@@ -78,7 +78,7 @@ def test_personalize_with_dreambooth_photos_is_reproducible(served, photos):
         "guidance": "paper",
         "guidance_scale": None,  # the paper's guidance has one scale
         "image_guidance_scale": DEFAULT_IMAGE_GUIDANCE_SCALE,
-        "joint_targets": False,
+        "joint_targets": DEFAULT_JOINT_TARGETS,
         "negative_prompt": "",
         "height": 64,
         "width": 64,
