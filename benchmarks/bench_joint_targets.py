@@ -11,18 +11,17 @@ scene accuracy for both are rows of ``s3jedi toyworld eval`` (``jedi-k2-separate
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 from PIL import Image
 
-from benchmarks.common import target, timeit
+from benchmarks.common import target, timeit_interleaved
 from core import zoo
+from core.threads import torch_threads
 
 K, B = 2, 2
 
 
-def _ratio(model: str, size: int, steps: int, repeat: int, device: str) -> dict:
+def _ratio(model: str, size: int, steps: int, repeat: int, device: str, threads: int) -> dict:
     pipe = zoo.load("jedi", model, device=device)
     pipe.set_progress_bar_config(disable=True)
     refs = [Image.new("RGB", (size, size), (40 * i, 90, 160)) for i in range(K)]
@@ -40,14 +39,11 @@ def _ratio(model: str, size: int, steps: int, repeat: int, device: str) -> dict:
             generator=[torch.Generator().manual_seed(i) for i in range(B)],
         )
 
-    # Interleaved (separate, joint, separate, ...): a shared machine's load drifts between repeats.
-    samples = {False: [], True: []}
-    for joint in (False, True):
-        draw(joint)  # warm-up
-    for _ in range(repeat):
-        for joint in (False, True):
-            samples[joint].append(timeit(lambda j=joint: draw(j), repeat=1, warmup=0)["median_s"])
-    separate, joint = ({"median_s": statistics.median(samples[j])} for j in (False, True))
+    # Interleaved, one thread: a shared machine's load drifts between repeats, and extra OpenMP threads
+    # spin against the other jobs.
+    with torch_threads(threads):
+        timed = timeit_interleaved({"separate": lambda: draw(False), "joint": lambda: draw(True)}, repeat=repeat)
+    separate, joint = timed["separate"], timed["joint"]
     ratio = joint["median_s"] / separate["median_s"]
     passes = (K + B) / (B * (K + 1))
     print(
@@ -66,10 +62,11 @@ def _ratio(model: str, size: int, steps: int, repeat: int, device: str) -> dict:
 
 def run() -> dict:
     t = target()
+    threads = torch.get_num_threads() if t.gpu else 1
     zoo.build("tiny", ["jedi"])
     return {
         "references": K,
         "images": B,
-        "tiny": _ratio("tiny", 64, 10, 5, t.device),
-        "sd14_shape": _ratio("shape", t.pick(512, 256), t.pick(30, 2), t.pick(3, 2), t.device),
+        "tiny": _ratio("tiny", 64, 10, 5, t.device, threads),
+        "sd14_shape": _ratio("shape", t.pick(512, 256), t.pick(30, 2), t.pick(3, 2), t.device, threads),
     }

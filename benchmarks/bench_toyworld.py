@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from benchmarks.common import timeit
+from benchmarks.common import timeit_interleaved
 from core.config import load_config
 
 TRIALS = 3
@@ -46,6 +46,7 @@ def _experiment(cfg) -> dict:
 def _sampling_cost(cfg) -> dict:
     import torch
 
+    from core.threads import torch_threads
     from evaluation.toyworld.experiment import load_pipeline, pipeline_size
     from evaluation.toyworld.trials import make_trials
 
@@ -67,10 +68,11 @@ def _sampling_cost(cfg) -> dict:
             generator=[torch.Generator().manual_seed(t.seed) for t in trials],
         )
 
-    personalized = timeit(lambda: draw(jedi, True), repeat=3)
     # The base model with coupling off: the reference cannot reach the target; one image per set
     # would be the plain text-to-image cost, so draw it with the plain layout (set of 1 + 1 unseen).
-    alone = timeit(lambda: draw(base, False), repeat=3)
+    with torch_threads(ev.threads):  # as the experiment samples: more threads only oversubscribe 16 px models
+        timed = timeit_interleaved({"jedi": lambda: draw(jedi, True), "base": lambda: draw(base, False)}, repeat=3)
+    personalized, alone = timed["jedi"], timed["base"]
     ratio = personalized["median_s"] / alone["median_s"]
     print(
         f"   sampling, JeDi 2 refs / base text-to-image: {ratio:.2f}x "

@@ -30,6 +30,21 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dict[s
     return {"median_s": statistics.median(samples), "min_s": min(samples), "repeat": repeat}
 
 
+def timeit_interleaved(fns: dict[str, Callable[[], object]], repeat: int = 3, warmup: int = 1) -> dict[str, dict]:
+    """``timeit`` for several functions run in turn (a, b, a, b, ...), so a shared machine's load drifting
+    between repeats biases none of them; ``{name: {"median_s", "min_s", "repeat"}}``."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(s), "min_s": min(s), "repeat": repeat} for name, s in samples.items()}
+
+
 def machine() -> dict[str, object]:
     import torch
 
