@@ -212,7 +212,7 @@ def stages_config(device: str, subjects: int, shape: set[str]):
 
 def _extra_overrides() -> list[str]:
     """``S3JEDI_BENCH_DATAGEN_SET``: further ``key=value`` overrides, ``;``-separated (YAML values may hold
-    commas), applied last, so a GPU session can adjust a run (a threshold, a size) without editing code."""
+    commas), applied last, so a GPU run can be adjusted (a threshold, a size) without editing code."""
     return [a.strip() for a in os.environ.get("S3JEDI_BENCH_DATAGEN_SET", "").split(";") if a.strip()]
 
 

@@ -1,8 +1,8 @@
 """The S3 stage benchmark (``benchmarks/bench_datagen.py``, part 3) runs and reports its mechanics.
 
 The GPU entry (every family ``shape``, production sizes) can only run where a GPU is; its CPU
-rehearsal is the same function at reduced sizes, so that the code a GPU session depends on is run
-here. Timings are not asserted, only that every stage was reached and reported.
+rehearsal is the same function at reduced sizes, so that the code a GPU run depends on has run on
+a CPU. Timings are not asserted, only that every stage was reached and reported.
 """
 
 from __future__ import annotations
