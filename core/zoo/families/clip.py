@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from core.zoo.errors import ModelNotFoundError, UnsafeWeightsError
-from core.zoo.registry import Family
+from core.zoo.family import Family
 from core.zoo.safety import save_state_dict
 
 PRODUCTION = "hf-hub:timm/vit_base_patch32_clip_224.openai"
