@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from core import storage
 from core.s3 import (
     REJECTS_DIR,
+    SCHEMA_VERSION,
     SETS_DIR,
     SUMMARY_FILE,
     CorruptImageError,
@@ -197,6 +198,12 @@ class OutputDir:
 
     def write_rejects(self, rejects: list[dict], name: str) -> None:
         write_table(rejects_table(rejects), self.path(REJECTS_DIR, f"{name}.parquet"))
+
+    def upgrade_rejects(self, name: str) -> None:
+        """Rewrite ``rejects/<name>.parquet`` in the current format if an older builder wrote it."""
+        rel = f"{REJECTS_DIR}/{name}.parquet"
+        if self.exists(rel) and shard_info(self.fs, self._inner(rel), "s3-rejects").version != SCHEMA_VERSION:
+            self.write_rejects(pq.read_table(self._inner(rel), filesystem=self.fs).to_pylist(), name)
 
     def write_subjects(self, subjects: list[dict], stats: dict) -> None:
         """The subjects file, with stage 1's statistics in its metadata: its presence means stage 1 is done."""

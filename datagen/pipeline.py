@@ -300,6 +300,7 @@ def build(cfg: S3JediConfig, out: str, console: Console | None = None) -> BuildR
     saved = output.read_subjects()
     table, stats = saved if saved is not None else _run_subjects(cfg, requests, output, category_rejects)
     rebuilt = check_shards(cfg, output)
+    output.upgrade_rejects(subjects.NAME)
     live = Tally()
     _subjects_tally(live, stats)
     run = _run_images(cfg, output, table, provenance(cfg, fp), live, console) if table else {"sets": 0, "subjects": 0}

@@ -30,9 +30,14 @@ def _tmp_and_parent(path: str):
 
 
 def write_table(table: pa.Table, path: str) -> str:
-    """Write ``table`` as one Parquet file at ``path`` (local or URI), atomically."""
+    """Write ``table`` as one Parquet file at ``path`` (local or URI), atomically. An empty table is a file
+    with no row group: ``pq.write_table`` would write one of 0 rows, which the ``datasets`` Parquet
+    reader cannot read (it takes the first row group's size as its batch size)."""
     fs, final, tmp = _tmp_and_parent(path)
-    pq.write_table(table, tmp, filesystem=fs)
+    if table.num_rows:
+        pq.write_table(table, tmp, filesystem=fs)
+    else:
+        pq.ParquetWriter(tmp, table.schema, filesystem=fs).close()
     fs.move(tmp, final)
     return storage.resolve(path)
 
