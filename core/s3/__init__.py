@@ -28,7 +28,7 @@ mask decoded to a PIL image.
 ``decode_image`` / ``decode_mask`` turn the bytes of ``read_training_sets`` into a PIL image and a
 boolean (H, W) array. Writing: ``write_sets(sets, root)`` writes ``ImageSet`` objects as one shard
 (fixtures, imports); the builder writes its own shards from PNG bytes through ``image_record``,
-``sets_table`` and ``write_table``, and the card through ``dataset_card``.
+``sets_table`` and ``write_table``, and the card through ``core.s3.card.dataset_card``.
 
 Files carry ``s3jedi.schema_version`` in their Parquet metadata; readers refuse a version they do not
 know (``SchemaVersionError``) rather than misread it, and read older ones as the current one. A damaged
