@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +24,7 @@ from core.s3 import (
     encode_mask,
     iter_sets,
     read_rejects,
+    read_sets,
     read_training_sets,
     sets_table,
     write_sets,
@@ -163,3 +166,32 @@ def test_a_damaged_shard_is_named_with_its_reason(ray_local, tmp_path, how, reas
     # the same error, name and reason from inside Ray Data's read tasks (training reads this way)
     with pytest.raises(DatasetReadError, match=re.escape(f"{bad}: {reason}")):
         read_training_sets(str(tmp_path)).take_all()
+
+
+V1_BUILD = Path(__file__).parent / "data" / "s3-v1"
+
+
+def test_shards_of_the_previous_builder_read_alone_and_beside_current_ones(ray_local, tmp_path):
+    """``data/s3-v1`` was written by the builder of schema version 1 (images as bare PNG bytes, a
+    provenance struct in every row): every reader hands it out in the current version."""
+    old = {s.set_id: s for s in iter_sets(str(V1_BUILD))}
+    assert len(old) == 3 and all(s.provenance["models"]["sdxl"] == "tiny" for s in old.values())
+    training = {r["set_id"]: r for r in read_training_sets(str(V1_BUILD)).take_all()}
+    assert training.keys() == old.keys()
+    for sid, row in training.items():
+        assert [np.asarray(decode_image(b)).tobytes() for b in row["images"]] == [
+            np.asarray(im).tobytes() for im in old[sid].images
+        ]
+        assert row["captions"] == old[sid].prompts and decode_mask(row["masks"][0]).any()
+    mixed = tmp_path / "mixed"
+    shutil.copytree(V1_BUILD / "sets", mixed / "sets")
+    write_sets([_set("new", 2, 5)], str(mixed), "shard-00002", provenance=PROVENANCE)
+    rows = read_sets(str(mixed)).take_all()
+    assert sorted(r["set_id"] for r in rows) == sorted([*old, "new"])
+    for row in rows:
+        first = row["images"][0]
+        assert (
+            first["image"]["path"] == f"{row['set_id']}/0.png"
+            and first["mask"]["path"] == f"{row['set_id']}/0-mask.png"
+        )
+        assert ImageSet.from_row(row).set_id == row["set_id"]
