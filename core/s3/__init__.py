@@ -38,7 +38,7 @@ file fails with ``DatasetReadError`` naming it; a corrupt image with ``CorruptIm
 from core.s3.codec import CorruptImageError, decode_image, decode_mask, encode_image, encode_mask
 from core.s3.layout import REJECTS_DIR, SETS_DIR, SUMMARY_FILE
 from core.s3.reader import DatasetReadError, iter_sets, read_rejects, read_sets, read_summary, read_training_sets
-from core.s3.schema import REJECTS_SCHEMA, SCHEMA_VERSION, SETS_SCHEMA, SchemaVersionError, check_schema
+from core.s3.schema import REJECTS_SCHEMA, SCHEMA_VERSION, SETS_SCHEMA, SchemaVersionError
 from core.s3.sets import ImageSet, image_record
 from core.s3.writer import rejects_table, sets_table, write_bytes, write_sets, write_table
 
@@ -53,7 +53,6 @@ __all__ = [
     "DatasetReadError",
     "ImageSet",
     "SchemaVersionError",
-    "check_schema",
     "decode_image",
     "decode_mask",
     "encode_image",

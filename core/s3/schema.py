@@ -123,10 +123,6 @@ def schema_version(schema: pa.Schema, where: str, expected: str = SCHEMA_NAME) -
     return int(version)
 
 
-def check_schema(schema: pa.Schema, where: str, expected: str = SCHEMA_NAME) -> None:
-    schema_version(schema, where, expected)
-
-
 def file_provenance(schema: pa.Schema) -> dict[str, Any]:
     """The provenance a version-2 sets file carries in its metadata; ``{}`` if it has none."""
     raw = (schema.metadata or {}).get(PROVENANCE_KEY)
