@@ -247,6 +247,50 @@ def test_request_size_content_type_and_json_errors(served):
     assert missing.status_code == 404 and missing.json()["error"]["status"] == 404
 
 
+@pytest.mark.parametrize("content", [b"[]", b"null", b"", b'[{"prompts": ["x"]}]', b"3", b'"text"'])
+def test_a_body_that_is_not_a_json_object_is_named(served, content):
+    reply = httpx.post(
+        f"{served.url}/v1/generate", content=content, headers={**served.headers(), "Content-Type": "application/json"}
+    )
+    error = assert_error(reply, 422, "body")
+    assert "JSON object" in error["message"], error
+
+
+def _raw_request(served, head: bytes, body: bytes = b"") -> tuple[int, dict, bytes]:
+    """One HTTP/1.1 request written by hand (httpx refuses to send a malformed one)."""
+    import socket
+
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + b"\r\n\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    header, _, content = data.partition(b"\r\n\r\n")
+    lines = header.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, content
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"1e3", b"12, 13"])
+def test_a_malformed_content_length_gets_the_json_error_shape(served, length):
+    status, headers, content = _raw_request(
+        served,
+        b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + b"Authorization: Bearer "
+        + KEYS["main"].encode()
+        + b"\r\nContent-Length: "
+        + length,
+        b'{"prompts": ["x"]}',
+    )
+    assert status == 400 and headers["content-type"] == "application/json", (status, headers, content)
+    import json
+
+    error = json.loads(content)["error"]
+    assert error["status"] == 400 and error["field"] == "content-length", error
+
+
 # -- auth, rate limit, back-pressure, deadlines ------------------------------------------------------
 def test_auth_is_required_on_v1_routes(served):
     for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789abcdef"}, {"Authorization": "Basic abc"}):
