@@ -301,20 +301,23 @@ def test_auth_is_required_on_v1_routes(served):
     assert httpx.get(f"{served.url}/healthz").status_code == 200
 
 
-def test_rate_limit_per_key(served):
+def test_rate_limit_per_key_on_every_route_that_spends_model_time(served):
+    from serving.routes import ROUTES
+
+    spending = [r.path for r in ROUTES if r.spends is not None]
+
     async def burst():
-        async with httpx.AsyncClient(timeout=60) as client:
-            invalid = {"prompts": []}  # cheap: rejected by validation after the rate limiter counted it
+        async with httpx.AsyncClient(timeout=60, headers=served.headers("rate")) as client:
+            # Cheap: each is refused (415/422) after the rate limiter counted it.
             return await asyncio.gather(
-                *[
-                    client.post(f"{served.url}/v1/generate", json=invalid, headers=served.headers("rate"))
-                    for _ in range(90)
-                ]
+                *[client.post(f"{served.url}{spending[i % len(spending)]}", json={"prompts": []}) for i in range(120)]
             )
 
     replies = asyncio.run(burst())
     statuses = [r.status_code for r in replies]
-    assert set(statuses) == {422, 429} and statuses.count(429) >= 10
+    assert set(statuses) <= {415, 422, 429} and statuses.count(429) >= 30, statuses
+    for path in spending:  # one bucket per key, drawn by all of them, enforced on each
+        assert any(r.status_code == 429 for r in replies if r.url.path == path), path
     limited = next(r for r in replies if r.status_code == 429)
     error = assert_error(limited, 429, "authorization", 600)
     assert int(limited.headers["retry-after"]) >= 1 and "rate_limit_per_minute" in error["message"]
