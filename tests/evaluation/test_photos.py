@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import app
+from evaluation.benchmark import load_benchmark
+from evaluation.job import subject_inputs
 from tests.evaluation.test_cli import one_line_error
 
 runner = CliRunner()
@@ -38,6 +41,16 @@ def test_a_truncated_photo_stops_the_run_before_anything_starts(dreambooth, tmp_
     assert not (tmp_path / "run").exists(), "nothing is written for a run that cannot start"
 
 
+def test_skipping_keeps_the_readable_photos_and_names_the_bad_one(dreambooth, tmp_path):
+    benchmark = load_benchmark(_benchmark_with_a_truncated_photo(dreambooth, tmp_path / "bench"))
+    inputs, skipped = subject_inputs(benchmark, ["dog"], skip_bad=True)
+    assert [name for name, _ in inputs["dog"].photos] == ["00.jpg", "01.jpg", "03.jpg", "04.jpg"]
+    assert [(p.file, "truncated" in p.reason) for p in skipped] == [("dog/02.jpg", True)]
+    with pytest.raises(ValueError, match="02.jpg: not a readable image"):
+        subject_inputs(benchmark, ["dog"], skip_bad=False)
+
+
+@pytest.mark.slow
 def test_skip_bad_photos_leaves_it_out_and_says_so_in_the_report(dreambooth, zoo_home, ray_local, tmp_path):
     benchmark = _benchmark_with_a_truncated_photo(dreambooth, tmp_path / "bench")
     out = tmp_path / "run"
