@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.serving.conftest import APP, KEYS
-from tests.serving.samples import b64, bomb_png, png_bytes, png_from
+from tests.serving.samples import b64, bomb_png, png_bytes, png_from, raw_request
 
 
 def decode(reply: dict) -> list[np.ndarray]:
@@ -256,27 +256,10 @@ def test_a_body_that_is_not_a_json_object_is_named(served, content):
     assert "JSON object" in error["message"], error
 
 
-def _raw_request(served, head: bytes, body: bytes = b"") -> tuple[int, dict, bytes]:
-    """One HTTP/1.1 request written by hand (httpx refuses to send a malformed one)."""
-    import socket
-
-    host, port = served.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head + b"\r\n\r\n" + body)
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    header, _, content = data.partition(b"\r\n\r\n")
-    lines = header.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, content
-
-
 @pytest.mark.parametrize("length", [b"abc", b"-1", b"1e3", b"12, 13"])
 def test_a_malformed_content_length_gets_the_json_error_shape(served, length):
-    status, headers, content = _raw_request(
-        served,
+    status, headers, content = raw_request(
+        served.url,
         b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         + b"Authorization: Bearer "
         + KEYS["main"].encode()
