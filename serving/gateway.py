@@ -137,7 +137,6 @@ class Gateway:
 
     async def personalize(self, options, references: list[tuple[str, bytes | str]], captions: list[str]) -> Finished:
         """``references``: (field name, encoded bytes, or base64 text) per reference photo."""
-        check_spending(Deployment.PERSONALIZER)
         start = time.perf_counter()
         fields = self._job_fields(options, self.personalizer_info["native_size"])
         arrays = await asyncio.to_thread(self._decode_references, references, fields["height"], fields["width"])
@@ -147,8 +146,7 @@ class Gateway:
             captions=captions,
             image_guidance_scale=given(options.image_guidance_scale, self.cfg.serving.defaults.image_guidance_scale),
         )
-        response = self.personalizer.personalize.remote(job)
-        result = await self._call(Deployment.PERSONALIZER, response, options.timeout_s, start)
+        result = await self._call(Deployment.PERSONALIZER, self.personalizer.personalize, job, options.timeout_s, start)
         return await self._finish("/v1/personalize", job, result, self.cfg.models.jedi, None, start)
 
     def _decode_references(self, references, height: int, width: int) -> list[np.ndarray]:
@@ -161,7 +159,6 @@ class Gateway:
         return arrays
 
     async def generate(self, request) -> Finished:
-        check_spending(Deployment.GENERATOR)
         start = time.perf_counter()
         fields = self._job_fields(request, self.generator_info["native_size"])
         handle = self.generator
@@ -170,7 +167,7 @@ class Gateway:
             fields["prompts"] = [card.render_prompt(p) for p in fields["prompts"]]
             handle = handle.options(multiplexed_model_id=request.subject_id)
         job = GenerateJob(**fields, subject_id=request.subject_id)
-        result = await self._call(Deployment.GENERATOR, handle.generate.remote(job), request.timeout_s, start)
+        result = await self._call(Deployment.GENERATOR, handle.generate, job, request.timeout_s, start)
         return await self._finish("/v1/generate", job, result, self.cfg.models.sd, request.subject_id, start)
 
     def _card(self, subject_id: str) -> SubjectCard:
@@ -182,8 +179,12 @@ class Gateway:
             log.warning("unreadable subject card", subject_id=subject_id, error=str(exc))
             raise ApiError(422, "subject_id", f"subject_id: {subject_id!r} has an invalid card") from None
 
-    async def _call(self, deployment: Deployment, response, timeout_s: float | None, start: float) -> JobResult:
-        """Await a model deployment within the request's deadline (counted from ``start``)."""
+    async def _call(self, deployment: Deployment, method, job, timeout_s: float | None, start: float) -> JobResult:
+        """Run ``job`` on a model deployment (``method``: a handle's method) within the request's deadline
+        (counted from ``start``). The only way requests reach a model: it first checks that the route
+        being served declares this spending (and so its rate limit)."""
+        check_spending(deployment)
+        response = method.remote(job)
         timeout = min(timeout_s or self.cfg.serving.request_timeout_s, self.cfg.serving.request_timeout_s)
         retry = {"Retry-After": str(self.cfg.serving.retry_after_s)}
         try:
