@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serving.browser import chromium_page
+from tests.browser import chromium_page
 from tests.serving.conftest import KEYS
 
 

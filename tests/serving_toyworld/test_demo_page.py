@@ -12,7 +12,7 @@ import numpy as np
 
 from core.toyworld.oracle import read
 from core.toyworld.world import novel_subjects
-from tests.serving.browser import chromium_page, result_images
+from tests.browser import chromium_page, result_images
 
 
 def test_novel_subject_references_personalize_in_the_browser(toy_served):

@@ -1,4 +1,4 @@
-"""Headless Chromium for the demo page tests: Debian's /usr/bin/chromium driven by Playwright (no
+"""Headless Chromium for the browser tests (demo page, evaluation report): Debian's /usr/bin/chromium driven by Playwright (no
 browser is downloaded)."""
 
 from __future__ import annotations
