@@ -68,8 +68,8 @@ def test_a_deployed_gateway_refuses_too(zoo_home):
         "from serving.app import application\n"
         "try:\n"
         "    serve.run(application(load_config('tiny')), name='exposed', route_prefix='/')\n"
-        "except RuntimeError as exc:\n"
-        "    print('DEPLOY FAILED', exc)\n"
+        "except RuntimeError:\n"
+        "    print('DEPLOY FAILED', serve.status().applications['exposed'].deployments['Gateway'].message)\n"
     )
     result = _run(code, free_port(), timeout=400)
     assert "DEPLOY FAILED" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
