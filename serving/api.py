@@ -1,4 +1,5 @@
-"""The FastAPI app of the gateway: routes, OpenAPI (``/docs``), the demo page, auth and metrics.
+"""The FastAPI app of the gateway, built from the route table (``serving.routes``): routes, OpenAPI
+(``/docs``), the demo page, auth, rate limits and metrics.
 
 Order of checks on ``/v1/*``: bearer key (401) → rate limit (429) → declared body size (413) — all in
 ``GuardMiddleware``, before a byte of the body is read — then the streamed body size (413), content type
