@@ -10,6 +10,8 @@ runs exactly what the config says.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ray import serve
 from ray.serve import Application
 
@@ -89,8 +91,9 @@ def serve_config(cfg: S3JediConfig) -> dict:
     }
 
 
-def start(cfg: S3JediConfig) -> str:
+def start(cfg: S3JediConfig, on_ray_started: Callable[[], None] | None = None) -> str:
     """Start (or join) Ray, start Serve on ``serving.host:port`` and deploy; returns the base URL.
+    ``on_ray_started`` runs once Ray is up, before Serve starts (the CLI's signal handler).
 
     Without API keys the listeners in force are checked after ``serve.start`` and before anything is
     deployed: a Serve instance that was already running keeps its own bind, whatever the config says."""
@@ -98,6 +101,8 @@ def start(cfg: S3JediConfig) -> str:
     check_dev_mode(keys, cfg.serving.host)
     log.info(keys.describe())
     init_ray(cfg.ray)
+    if on_ray_started is not None:
+        on_ray_started()
     serve.start(http_options=http_options(cfg), controller_options=CONTROLLER_OPTIONS)
     check_dev_mode(keys, cfg.serving.host, serve_listeners())
     serve.run(application(cfg), name=cfg.serving.app_name, route_prefix="/")
