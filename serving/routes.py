@@ -5,7 +5,9 @@ A route declares whether it needs an API key (``auth``), which rate-limit bucket
 ``serving.schemas.RequestModels``) and content type, and its handler. ``serving.api`` builds the
 FastAPI app and the guard middleware from this table alone, so adding an endpoint is one entry here
 (plus its request model and the gateway method it calls) and a route that spends model time cannot
-exist without a rate limit: ``Route`` refuses it when the table is built.
+exist without a rate limit: ``Route`` refuses it when the table is built, and a route that reaches a
+model without declaring ``spends`` is answered 500 before any work is queued (``check_spending``, run
+by the gateway's one path to a model).
 
 Handlers are plain ``async (gw, request, body) -> Response`` functions; ``serving.api`` gives each one
 the signature FastAPI needs (the request model is made at start-up from the configured limits).
