@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from core.config import ConfigError, S3JediConfig, load_config
+from core.ray_runtime import RayStartError
 from core.zoo import ZooError
 
 ConfigOpt = Annotated[
@@ -35,4 +36,4 @@ def config_from(config: str, overrides: list[str] | None) -> S3JediConfig:
         raise fail(str(exc)) from None
 
 
-USER_ERRORS = (ConfigError, ZooError, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, ZooError, ValueError, FileNotFoundError, RayStartError)

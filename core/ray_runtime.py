@@ -10,6 +10,17 @@ from __future__ import annotations
 import os
 
 from core.config.runtime import RayConfig
+from core.logs import get_logger
+
+log = get_logger("ray_runtime")
+START_ATTEMPTS = 2
+RAYLET_TIMEOUT = "timed out during startup"
+"""How Ray says that a new local node's raylet did not register with its GCS within its fixed 30 s
+(``ray/_private/node.py``): seen on a machine under load, and usually gone on a second try."""
+
+
+class RayStartError(RuntimeError):
+    """Ray could not be started; the message is one line with the cause and what to do."""
 
 
 def init_ray(cfg: RayConfig | None = None, **overrides):
@@ -32,7 +43,20 @@ def init_ray(cfg: RayConfig | None = None, **overrides):
         if cfg.num_gpus is not None:
             kwargs["num_gpus"] = cfg.num_gpus
     kwargs.update(overrides)
-    ray.init(**kwargs)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            ray.init(**kwargs)
+            break
+        except Exception as exc:  # Ray raises a bare Exception for this one
+            if RAYLET_TIMEOUT not in str(exc):
+                raise
+            if attempt == START_ATTEMPTS:
+                raise RayStartError(
+                    f"ray: the local Ray's raylet did not register within 30 s (tried twice), which happens "
+                    f"when the machine is overloaded; retry when it is less busy, or start fewer workers "
+                    f"(--set ray.num_cpus=N, now {kwargs.get('num_cpus', 'auto')})"
+                ) from None
+            log.warning("Ray start-up timed out (the machine is busy); retrying once")
     return ray.get_runtime_context()
 
 

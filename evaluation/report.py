@@ -106,6 +106,9 @@ def write_report(run_dir: Path, info: dict, summary: list[dict], grids: dict[str
         ["fingerprint", html.escape(info["fingerprint_hash"])],
         ["finished", html.escape(str(info.get("finished", "")))],
     ]
+    if info.get("skipped_photos"):  # --skip-bad-photos left these out of the run
+        skipped = "<br>".join(html.escape(f"{p['file']}: {p['reason']}") for p in info["skipped_photos"])
+        run_rows.append(["skipped photos", skipped])
     grid_html = "".join(
         f"<h3>{html.escape(subject)}</h3><img class=grid src='{html.escape(path.relative_to(run_dir).as_posix())}' "
         f"alt='generated images of {html.escape(subject)}'>"

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SEED_MODULUS = 2**63
+SEED_MODULUS = 2**53
+"""Image seeds wrap below 2^53, like request seeds (``serving.schemas.MAX_SEED``)."""
 
 
 @dataclass

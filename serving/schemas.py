@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.config.serving import LimitsConfig
 from core.subjects import SUBJECT_ID_MAX_LENGTH, SUBJECT_ID_PATTERN
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**53 - 1
+"""Seeds stay below 2^53: JSON numbers above it lose digits in JavaScript (the demo page) and in any
+client that parses numbers as doubles, so a seed read off a reply would not reproduce its image."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,17 @@ class ModelsResponse(BaseModel):
     generate: dict
     subjects: list[SubjectInfo]
     limits: dict
+
+
+class ExampleSet(BaseModel):
+    name: str
+    description: str
+    references: list[str] = Field(..., description="PNG data URLs, ready to send as references[i].image")
+    prompts: list[str] = Field(..., description="prompts that suit the set")
+
+
+class ExamplesResponse(BaseModel):
+    examples: list[ExampleSet]
 
 
 class Health(BaseModel):

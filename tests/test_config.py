@@ -9,7 +9,7 @@ from core.config import ConfigError, S3JediConfig, config_hash, load_config, sav
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("profile", ["tiny", "sd14", "sdxl"])
+@pytest.mark.parametrize("profile", ["tiny", "sd14", "sdxl", "toyworld"])
 def test_every_shipped_profile_loads(profile):
     cfg = load_config(profile)
     assert cfg.profile == profile

@@ -33,6 +33,9 @@ class SelectionConfig(Section):
     simple_samples: int = Field(
         0, ge=0, le=10_000, description="images of the simple prompt per subject (paper: 64); 0 = off"
     )
+    skip_bad_photos: bool = Field(
+        False, description="leave unreadable benchmark photos out (listed in the report) instead of stopping"
+    )
 
 
 class GenerationConfig(Section):

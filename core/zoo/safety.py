@@ -57,19 +57,28 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
         )
 
 
-def refuse_pickle_only_dir(source: str, family: str) -> None:
-    """Name the real problem when a local checkpoint exists only as a pickle.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
-    ``use_safetensors=True`` makes transformers refuse it anyway, but with "no file named
-    model.safetensors", which reads like a missing download rather than a refused unsafe format.
+
+def refuse_pickle_only_dir(source: str, family: str) -> None:
+    """Name the real problem when some part of a local checkpoint exists only as a pickle.
+
+    Checked per folder: a pipeline folder whose ``unet/`` holds only ``diffusion_pytorch_model.bin``
+    while the other components have safetensors is refused as a pickle, naming ``unet/…``. Loading
+    with ``use_safetensors=True`` would refuse it anyway, but with "no file named
+    ….safetensors", which reads like a missing download rather than a refused unsafe format. A
+    pickle next to safetensors in the same folder is left alone: the safetensors are what loads.
     """
     path = Path(source)
-    if not path.is_dir() or any(path.rglob("*.safetensors")):
+    if not path.is_dir():
         return
-    pickles = sorted(str(p.relative_to(path)) for ext in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in path.rglob(ext))
+    pickles = []
+    for folder in sorted({p.parent for p in path.rglob("*") if p.suffix in PICKLE_SUFFIXES and p.is_file()}):
+        if not any(folder.glob("*.safetensors")):
+            pickles += sorted(str(p.relative_to(path)) for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise UnsafeWeightsError(
-            f"models.{family}: {source} holds only pickled weights ({', '.join(pickles)}), which could run "
-            "code when loaded; convert them to safetensors on a trusted machine "
-            "(model.save_pretrained(dir, safe_serialization=True))"
+            f"models.{family}: {source} has only pickled weights for {', '.join(pickles)} (no safetensors "
+            "beside them); a pickle could run code when loaded, so it was refused. Convert them to "
+            "safetensors on a trusted machine (model.save_pretrained(dir, safe_serialization=True))"
         )
