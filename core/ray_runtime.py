@@ -3,6 +3,8 @@
 ``RAY_ADDRESS`` (set by ``ray job submit`` and by KubeRay inside a cluster) or ``ray.address`` in the
 config means: join that cluster. Otherwise a local Ray is started, sized to this machine, with the
 dashboard off and usage stats disabled, because the common local case is a laptop or a CI runner.
+Its workers get the quiet library environment of ``core.logs`` (a submitted job gets it from its
+runtime environment).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 
 from core.config.runtime import RayConfig
+from core.logs import RAY_WORKER_SETUP_HOOK, library_env, quiet_ray_loggers, ray_log_level
 
 
 def init_ray(cfg: RayConfig | None = None, **overrides):
@@ -17,22 +20,25 @@ def init_ray(cfg: RayConfig | None = None, **overrides):
     import ray
 
     if ray.is_initialized():
+        quiet_ray_loggers()  # libraries imported since (Ray Serve) configured their loggers at INFO
         return ray.get_runtime_context()
     cfg = cfg or RayConfig()
     address = os.environ.get("RAY_ADDRESS") or cfg.address
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict = {"namespace": cfg.namespace, "log_to_driver": True}
+    kwargs: dict = {"namespace": cfg.namespace, "log_to_driver": True, "logging_level": ray_log_level()}
     if address:
         kwargs["address"] = address
     else:
         kwargs.update(
             num_cpus=cfg.num_cpus or os.cpu_count(),
             include_dashboard=False,
+            runtime_env={"env_vars": library_env(), "worker_process_setup_hook": RAY_WORKER_SETUP_HOOK},
         )
         if cfg.num_gpus is not None:
             kwargs["num_gpus"] = cfg.num_gpus
     kwargs.update(overrides)
     ray.init(**kwargs)
+    quiet_ray_loggers()
     return ray.get_runtime_context()
 
 

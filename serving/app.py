@@ -14,7 +14,7 @@ from ray import serve
 from ray.serve import Application
 
 from core.config import S3JediConfig, validate
-from core.logs import get_logger
+from core.logs import get_logger, ray_log_level
 from core.ray_runtime import init_ray
 from serving.auth import KeyRing, check_dev_mode
 from serving.gateway import Gateway
@@ -92,6 +92,7 @@ def start(cfg: S3JediConfig) -> str:
     check_dev_mode(keys, cfg.serving.host)
     log.info(keys.describe())
     init_ray(cfg.ray)
-    serve.start(http_options=http_options(cfg))
-    serve.run(application(cfg), name=cfg.serving.app_name, route_prefix="/")
+    logging_config = {"log_level": ray_log_level()}  # Serve's INFO lines and access log only when verbose
+    serve.start(http_options=http_options(cfg), logging_config=logging_config)
+    serve.run(application(cfg), name=cfg.serving.app_name, route_prefix="/", logging_config=logging_config)
     return f"http://{cfg.serving.host}:{cfg.serving.port}/"

@@ -20,6 +20,7 @@ from core import storage, zoo
 from core.config import S3JediConfig
 from core.jedi.plain import plain_pipeline
 from core.logs import get_logger
+from core.progress import Progress
 from core.threads import torch_threads
 from core.toyworld.oracle import read
 from core.toyworld.world import COLOURS, SHAPES
@@ -130,7 +131,7 @@ def _run_experiment(cfg: S3JediConfig, finetuner: Finetuner | None) -> Experimen
         summary = finetune_summary(cfg, finetuned, trials)
 
     rows, records, images = [], [], {}
-    for cond in conditions(ev):
+    for cond in Progress(conditions(ev), desc="conditions", unit="condition"):
         t = time.perf_counter()
         if cond.model == "finetuned":
             images[cond.key] = generate_finetuned(finetuned, trials, cond, ev)

@@ -14,6 +14,7 @@ from cluster.cli import app
 from cluster.jobs import KINDS, JobSpecError, build_request, config_reference
 from cluster.runtime_env import constraint_pins, pinned_requirements, runtime_env
 from core.config import ConfigError, config_hash, load_config
+from core.logs import library_env
 from tests.conftest import REPO
 
 
@@ -103,7 +104,15 @@ def test_preinstalled_ships_the_repo_without_local_state():
     env = runtime_env(cfg)
     assert env["working_dir"] == str(REPO) and "pip" not in env
     assert {".git", ".venv", ".cache", "outputs", "runs", "benchmarks/results"} <= set(env["excludes"])
-    assert env["env_vars"] == {"S3JEDI_LOG_FORMAT": "json", "S3JEDI_HOME": "/mnt/home", "HF_HOME": "/mnt/hf"}
+    configured = {"S3JEDI_LOG_FORMAT": "json", "S3JEDI_HOME": "/mnt/home", "HF_HOME": "/mnt/hf"}
+    assert env["env_vars"] == {**library_env(), **configured}
+    assert env["worker_process_setup_hook"] == "core.logs.quiet_ray_worker"
+
+
+def test_a_verbose_submission_keeps_every_library_line(monkeypatch):
+    monkeypatch.setenv("S3JEDI_VERBOSE", "1")
+    env = runtime_env(load_config("tiny", ["cluster.env_vars={TQDM_DISABLE: '0'}"]))
+    assert env["env_vars"] == {"S3JEDI_VERBOSE": "1", "TQDM_DISABLE": "0"}
 
 
 def test_pip_pins_every_requirement_to_the_lock_and_leaves_ray_to_the_cluster():
