@@ -4,7 +4,7 @@
 config means: join that cluster. Otherwise a local Ray is started, sized to this machine, with the
 dashboard off and usage stats disabled, because the common local case is a laptop or a CI runner.
 Its workers get the quiet library environment of ``core.logs`` (a submitted job gets it from its
-runtime environment).
+runtime environment); every worker gets the driver's working directory (``core.paths.workdir``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 
 from core.config.runtime import RayConfig
 from core.logs import RAY_WORKER_SETUP_HOOK, library_env, quiet_ray_loggers, ray_log_level
+from core.paths import WORKDIR_ENV, workdir
 
 
 def init_ray(cfg: RayConfig | None = None, **overrides):
@@ -25,14 +26,19 @@ def init_ray(cfg: RayConfig | None = None, **overrides):
     cfg = cfg or RayConfig()
     address = os.environ.get("RAY_ADDRESS") or cfg.address
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ[WORKDIR_ENV] = str(workdir())  # relative config paths keep meaning this directory
+    env_vars = {WORKDIR_ENV: os.environ[WORKDIR_ENV]}
     kwargs: dict = {"namespace": cfg.namespace, "log_to_driver": True, "logging_level": ray_log_level()}
     if address:
-        kwargs["address"] = address
+        kwargs.update(address=address, runtime_env={"env_vars": env_vars})  # merged with a job's own
     else:
         kwargs.update(
             num_cpus=cfg.num_cpus or os.cpu_count(),
             include_dashboard=False,
-            runtime_env={"env_vars": library_env(), "worker_process_setup_hook": RAY_WORKER_SETUP_HOOK},
+            runtime_env={
+                "env_vars": {**library_env(), **env_vars},
+                "worker_process_setup_hook": RAY_WORKER_SETUP_HOOK,
+            },
         )
         if cfg.num_gpus is not None:
             kwargs["num_gpus"] = cfg.num_gpus

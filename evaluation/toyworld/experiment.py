@@ -75,8 +75,8 @@ def score(image: np.ndarray, trial: Trial) -> dict:
 
 
 def load_pipeline(ref: str, home=None):
-    """A JeDi pipeline; a relative directory is taken relative to the repository root (where the
-    shipped checkpoints live), whatever the working directory."""
+    """A JeDi pipeline; a relative directory is taken from the working directory, and the shipped
+    checkpoints (``assets/toyworld``) from the installation when it has none (``core.storage``)."""
     local = storage.local_path(ref)
     return zoo.load("jedi", str(local) if local.exists() else ref, home=home)
 
