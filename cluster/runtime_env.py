@@ -83,6 +83,11 @@ def runtime_env(cfg: S3JediConfig, repo: Path = REPO_ROOT) -> dict:
     env: dict = {"env_vars": {**library_env(), **job_env_vars(cfg, c.storage.models, c.storage.hf_home)}}
     if c.packages == "image":
         env["image_uri"] = c.image
+    elif not (repo / "pyproject.toml").is_file():
+        raise ValueError(
+            f"cluster.packages={c.packages}: the job's code is the checkout it is submitted from, and s3jedi "
+            f"runs from an installed package here ({repo}); submit from a checkout, or use cluster.packages=image"
+        )
     else:
         env["worker_process_setup_hook"] = RAY_WORKER_SETUP_HOOK
         env["working_dir"] = str(repo)
