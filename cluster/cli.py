@@ -101,15 +101,15 @@ def demo(
     train_steps: Annotated[int, typer.Option(min=1, help="JeDi training steps")] = 10,
 ) -> None:
     """Run the main job end to end on the tiny default (see README for what it does today)."""
-    from cluster.demo import run_demo, summary_table
+    from cluster.demo import run_demo, summary_lines
 
     cfg = config_from(config, set_)
     try:
         summary = run_demo(cfg, out, references, train_steps)
     except (*USER_ERRORS, RuntimeError) as exc:
         raise fail(str(exc)) from None
-    Console().print(summary_table(summary))
-    Console().print(f"[green]demo finished[/green]: outputs in {out} (demo-summary.json has every number)")
+    typer.echo("\n".join(summary_lines(summary)))
+    typer.secho(f"demo finished: outputs in {out} (demo-summary.json has every number)", fg=typer.colors.GREEN)
 
 
 def main() -> None:

@@ -24,8 +24,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.table import Table
-
 from core import zoo
 from core.config import S3JediConfig, config_hash, save_config
 from core.logs import get_logger
@@ -191,21 +189,21 @@ def run_demo(cfg: S3JediConfig, out_dir: Path, references: Path, train_steps: in
     return summary
 
 
-def summary_table(summary: dict) -> Table:
-    """One row per step: its seconds and what it made (paths relative to the output directory)."""
+def summary_lines(summary: dict) -> list[str]:
+    """One line per step: its seconds and what it made (paths relative to the output directory);
+    ``demo-summary.json`` has every number."""
     out = Path(summary["out"]).resolve()
 
     def show(value) -> str:
+        if isinstance(value, list):
+            return " ".join(map(show, value)) or "-"
         if isinstance(value, str) and value.startswith("/") and Path(value).resolve().is_relative_to(out):
             return str(Path(value).resolve().relative_to(out))
-        if isinstance(value, list):
-            return ", ".join(map(str, value)) or "-"
         return str(value)
 
-    table = Table(title=f"demo ({summary['profile']}, config {summary['config_hash']}) in {out}", title_justify="left")
-    for column in ("step", "s", "result"):
-        table.add_column(column, justify="right" if column == "s" else "left", overflow="fold")
+    width = max(map(len, summary["steps"]))
+    lines = [f"demo ({summary['profile']}, config {summary['config_hash']}) in {out}:"]
     for name, result in summary["steps"].items():
-        facts = "  ".join(f"{k} {show(v)}" for k, v in result.items() if k != "seconds")
-        table.add_row(name, f"{result['seconds']:.1f}", facts)
-    return table
+        facts = ", ".join(f"{k} {show(v)}" for k, v in result.items() if k != "seconds")
+        lines.append(f"  {name:<{width}} {result['seconds']:7.1f} s  {facts}")
+    return lines
