@@ -19,7 +19,8 @@ ConfigOpt = Annotated[
         "--config",
         "-c",
         help="profile name in configs/ (tiny, sd14, sdxl) or a YAML path; relative paths in a config are taken "
-        "from the current directory (files s3jedi ships, such as assets/..., from the installation if not there)",
+        "from the current directory (files s3jedi ships, such as assets/... or ../shared/..., from the "
+        "installation if not there)",
     ),
 ]
 SetOpt = Annotated[

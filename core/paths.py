@@ -20,9 +20,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKDIR_ENV = "S3JEDI_WORKDIR"
-SHIPPED = ("assets", "configs", "manifests", "datagen")
-"""Top-level directories of files s3jedi ships; a relative path into one of them that the working
-directory does not have is found in the installation (``assets/toyworld/jedi`` from anywhere)."""
+SHIPPED = (("assets",), ("configs",), ("manifests",), ("datagen",), ("..", "shared"))
+"""Where the files s3jedi ships live (and, beside a checkout, the shared DreamBooth material the
+defaults name): a relative path under one of them that the working directory does not have is found
+in the installation, so ``assets/toyworld/jedi`` or ``../shared/dreambooth`` work from anywhere."""
 
 
 def workdir() -> Path:

@@ -27,7 +27,8 @@ def local_path(path: str | Path) -> Path:
     if p.is_absolute():
         return p
     here = workdir() / p
-    if not here.exists() and p.parts and p.parts[0] in SHIPPED and (REPO_ROOT / p).exists():
+    shipped = any(p.parts[: len(prefix)] == prefix for prefix in SHIPPED)
+    if shipped and not here.exists() and (REPO_ROOT / p).exists():
         return (REPO_ROOT / p).resolve()
     return here.resolve()
 

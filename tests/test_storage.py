@@ -14,6 +14,8 @@ def test_relative_paths_are_taken_from_the_working_directory(tmp_path, monkeypat
     # a file s3jedi ships is found in the installation unless the working directory has its own
     assert storage.local_path("assets/toyworld/jedi") == REPO_ROOT / "assets" / "toyworld" / "jedi"
     assert storage.local_path("assets/nothing-shipped") == tmp_path / "assets" / "nothing-shipped"
+    assert storage.local_path("../shared/dreambooth") == (REPO_ROOT / ".." / "shared" / "dreambooth").resolve()
+    assert storage.local_path("runs") == tmp_path / "runs"  # outputs stay here, even where the checkout has one
     (tmp_path / "assets" / "toyworld" / "jedi").mkdir(parents=True)
     assert storage.local_path("assets/toyworld/jedi") == tmp_path / "assets" / "toyworld" / "jedi"
     # Ray workers take the driver's directory, whatever their own (Ray Train moves them)
