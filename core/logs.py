@@ -139,8 +139,8 @@ def quiet_ray_loggers() -> None:
     logger when imported, so a driver runs this again once Ray is up (``core.ray_runtime.init_ray``)."""
     if verbose():
         return
-    logging.getLogger("ray").setLevel(logging.WARNING)
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    for name in ("ray", "ray.serve", "ray.data"):  # the last two configure their own level when imported
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name, level in EXPECTED_WARNINGS.items():
         logging.getLogger(name).setLevel(level)
     ray_spec = importlib.util.find_spec("ray")
