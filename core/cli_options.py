@@ -16,7 +16,13 @@ from core.zoo import ZooError
 
 ConfigOpt = Annotated[
     str,
-    typer.Option("--config", "-c", help="profile name in configs/ (tiny, sd14, sdxl) or a YAML path"),
+    typer.Option(
+        "--config",
+        "-c",
+        help="profile name in configs/ (tiny, sd14, sdxl) or a YAML path; relative paths in a config are taken "
+        "from the current directory (files s3jedi ships, such as assets/... or ../shared/..., from the "
+        "installation if not there)",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
-from evaluation.statistics import ALL, LABELS
+from evaluation.metric_info import ALL, LABELS
 
 app = typer.Typer(
     help="The DreamBooth benchmark (CLIP-T, CLIP-I, DINO, masked variants) as a Ray job; `compare` diffs two runs.",

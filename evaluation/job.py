@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from core.config import S3JediConfig, config_hash, save_config
 from core.logs import get_logger
+from core.progress import Progress
 from core.ray_runtime import init_ray
 from evaluation.benchmark import (
     Benchmark,
@@ -116,7 +116,7 @@ def _execute(cfg: S3JediConfig, todo: list[Case], subjects: dict[str, SubjectInp
         num_gpus=comp.gpus_per_scorer,
     )
     written = 0
-    with tqdm(total=len(rows), desc="generate + score", unit="img") as bar:
+    with Progress(total=len(rows), desc="generate + score", unit="img") as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             scorers = json.loads(batch.pop("scorers")[0])
             if not written:

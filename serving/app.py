@@ -16,7 +16,7 @@ from ray import serve
 from ray.serve import Application
 
 from core.config import S3JediConfig, validate
-from core.logs import get_logger
+from core.logs import get_logger, ray_log_level
 from core.ray_runtime import init_ray
 from serving.auth import KeyRing, check_dev_mode
 from serving.framing import CONTROLLER_OPTIONS
@@ -103,7 +103,8 @@ def start(cfg: S3JediConfig, on_ray_started: Callable[[], None] | None = None) -
     init_ray(cfg.ray)
     if on_ray_started is not None:
         on_ray_started()
-    serve.start(http_options=http_options(cfg), controller_options=CONTROLLER_OPTIONS)
+    logging_config = {"log_level": ray_log_level()}  # Serve's INFO lines and access log only when verbose
+    serve.start(http_options=http_options(cfg), controller_options=CONTROLLER_OPTIONS, logging_config=logging_config)
     check_dev_mode(keys, cfg.serving.host, serve_listeners())
-    serve.run(application(cfg), name=cfg.serving.app_name, route_prefix="/")
+    serve.run(application(cfg), name=cfg.serving.app_name, route_prefix="/", logging_config=logging_config)
     return f"http://{cfg.serving.host}:{cfg.serving.port}/"

@@ -77,3 +77,19 @@ def test_config_round_trips_through_yaml_and_is_saved_with_its_hash(tmp_path):
 
 def test_profiles_dir_is_the_repo_configs():
     assert (REPO / "configs" / "tiny.yaml").is_file()
+
+
+def test_an_error_names_its_source_the_set_or_the_profile(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", ["seed=3", "datagen.foo=1"])
+    assert str(err.value) == "--set datagen.foo=1: datagen.foo: unknown field"
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", ["train.jedi.data.sources=[{kind: nope, path: x}]"])
+    assert str(err.value).startswith(
+        "--set train.jedi.data.sources=[{kind: nope, path: x}]: train.jedi.data.sources.0.kind"
+    )
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("datagen:\n  foo: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(mine, ["seed=3"])
+    assert str(err.value) == f"{mine}: datagen.foo: unknown field"

@@ -44,7 +44,9 @@ class SubjectsSection(Section):
         "template", description="template: deterministic, no model; transformers: models.llm on CPU/GPU; vllm: GPU"
     )
     categories_file: str = Field(
-        "datagen/categories.txt", min_length=1, description="one category per line, '#' comments; relative = repo"
+        "datagen/categories.txt",
+        min_length=1,
+        description="one category per line, '#' comments; relative = working directory, else the shipped file",
     )
     categories: list[str] | None = Field(None, description="inline categories; when set, categories_file is unused")
     num_categories: int | None = Field(3, ge=1, description="categories drawn (seeded) from the list; null = all")

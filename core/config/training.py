@@ -38,7 +38,9 @@ class RunSection(Section):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         description="run name; rerunning with the same name resumes it",
     )
-    storage_path: str = Field("runs", description="local dir (relative = repo root) or URI (s3://, gs://)")
+    storage_path: str = Field(
+        "runs", description="local dir (relative = to the working directory) or URI (s3://, gs://)"
+    )
     checkpoint_every: int = Field(25, ge=1, description="steps between checkpoints")
     num_to_keep: int = Field(2, ge=1, description="checkpoints kept (oldest deleted)")
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = unlimited")
@@ -58,7 +60,9 @@ class DataSource(Section):
         "images (Parquet with image+caption, or a folder with NAME.txt beside each image); latents: the output "
         "of `s3jedi train precompute-latents`",
     )
-    path: str = Field(..., min_length=1, description="directory or URI; relative paths are relative to the repo root")
+    path: str = Field(
+        ..., min_length=1, description="directory or URI; a relative path is taken from the working directory"
+    )
     weight: float = Field(1.0, gt=0, description="share of steps drawn from this source (normalised)")
     caption: str = Field("a photo of {name}", description="folder sets without NAME.txt: {name} = sub-folder name")
 

@@ -24,6 +24,7 @@ from core.subjects import (
     SubjectWeights,
     write_card,
 )
+from training.finetune.model_card import write_model_card
 from training.finetune.plan import TEXT_ENCODER, UNET
 from training.finetune.tuner import SubjectTuner
 
@@ -80,6 +81,7 @@ def write_subject(tuner: SubjectTuner, out: Path, metrics: dict[str, float]) -> 
         steps=plan.total_steps,
         metrics=metrics,
     )
+    write_model_card(out, tuner, card)  # README.md for the Hub and plain diffusers
     write_card(out, card)
     return card
 

@@ -22,11 +22,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 
-from tqdm import tqdm
-
 from core import storage
 from core.config import S3JediConfig, config_hash
 from core.logs import get_logger
+from core.progress import Progress
 from core.ray_runtime import init_ray
 from training.finetune.class_images import ensure_class_images
 from training.finetune.export import store_location
@@ -181,7 +180,7 @@ def finetune(
     config = cfg.model_dump(mode="json")
     task = ray.remote(train_subject).options(num_cpus=0, max_retries=cfg.finetune.run.max_failures)
     queue, pending = list(jobs), {}
-    with tqdm(total=len(jobs), desc="subjects", unit="subject") as bar:
+    with Progress(total=len(jobs), desc="fine-tune subjects", unit="subject") as bar:
         while queue or pending:
             while queue and len(pending) < cfg.finetune.concurrency:
                 job = queue.pop(0)

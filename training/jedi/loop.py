@@ -21,6 +21,7 @@ import torch
 from core import storage
 from core.config import S3JediConfig, save_config
 from core.jedi import jedi_loss
+from core.jedi_export import write_export_files
 from core.logs import get_logger
 from training.jedi.batches import MicroBatch, SourceCursor, endless_rows, next_micro_batch
 from training.jedi.models import JeDiModels, load_models
@@ -242,7 +243,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if logger is not None:
         # Also reached when a rerun restores a finished run whose export was interrupted.
         if step == tcfg.steps and _exported_step(tcfg) != step:
-            _export(models, unet_plain, ema, tcfg, step)
+            _export(models, unet_plain, ema, cfg, step)
         logger.close()
 
 
@@ -283,10 +284,12 @@ def _exported_step(tcfg) -> int | None:
         return json.loads(f.read())["step"]
 
 
-def _export(models, unet, ema, tcfg, step: int) -> None:
+def _export(models, unet, ema, cfg: S3JediConfig, step: int) -> None:
     """Write the final ``JeDiPipeline`` (EMA weights if kept) to ``<run dir>/export``."""
+    tcfg = cfg.train.jedi
     with _with_ema(ema, unet), ckpt.staging_dir() as staging:
         models.pipeline(unet).save_pretrained(str(staging), safe_serialization=True)
         (staging / EXPORT_META).write_text(json.dumps({"step": step, "run": tcfg.run.name, "ema": ema is not None}))
+        write_export_files(staging, cfg, step, ema is not None)  # pipeline.py and README.md for plain diffusers
         dest = storage.upload_dir(staging, storage.join(run_dir(tcfg.run), "export"))
     log.info("exported JeDi pipeline", path=dest, step=step)

@@ -30,6 +30,7 @@ from core.config import S3JediConfig
 from core.metrics.loading import load_suite
 from core.metrics.suite import ReferenceFeatures
 from core.paths import s3jedi_home
+from core.progress import Progress
 from core.subjects import SubjectCard, SubjectStore, apply_subject, read_card
 from training.finetune.export import store_location
 from training.selfdistill.prompts import MinedPrompt
@@ -203,10 +204,12 @@ def mine(cfg: S3JediConfig, plans: list[MiningPlan]) -> dict[str, pa.Table]:
         num_gpus=m.gpus_per_scorer,
     )
     parts: dict[str, list[pa.Table]] = defaultdict(list)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        table = pa.table({k: pa.array(list(v)) for k, v in batch.items()})
-        for name, rows_of in _groups(batch["subject"]).items():
-            parts[name].append(table.take(rows_of))
+    with Progress(total=len(rows), desc="mine (draw + score)", unit="img") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            table = pa.table({k: pa.array(list(v)) for k, v in batch.items()})
+            for name, rows_of in _groups(batch["subject"]).items():
+                parts[name].append(table.take(rows_of))
+            bar.update(table.num_rows)
     return {
         name: pa.concat_tables(tables).sort_by([("prompt_id", "ascending"), ("sample", "ascending")])
         for name, tables in parts.items()

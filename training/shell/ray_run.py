@@ -6,6 +6,7 @@ from pathlib import Path
 
 from core import storage
 from core.config.training import RunSection, ScalingSection
+from core.logs import ray_log_level
 from core.paths import s3jedi_home
 
 
@@ -24,13 +25,14 @@ def scaling_config(cfg: ScalingSection):
 
 
 def run_config(cfg: RunSection):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
 
     return RunConfig(
         name=cfg.name,
         storage_path=storage.resolve(cfg.storage_path),
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
         failure_config=FailureConfig(max_failures=cfg.max_failures),
+        logging_config=LoggingConfig(log_level=ray_log_level()),
     )
 
 
