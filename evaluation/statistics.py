@@ -16,6 +16,7 @@ import pandas as pd
 
 LABELS = {
     "clip_t": "CLIP-T",
+    "negclip_t": "NegCLIP-T",
     "clip_i": "CLIP-I",
     "mclip_i": "MCLIP-I",
     "dino": "DINO",
@@ -23,7 +24,7 @@ LABELS = {
     "clip_t_secondary": "CLIP-T (2nd CLIP)",
     "clip_i_secondary": "CLIP-I (2nd CLIP)",
     "mclip_i_secondary": "MCLIP-I (2nd CLIP)",
-    "neg_clip_t": "hard-negative acc.",
+    "hard_negative_acc": "hard-negative acc.",
     "conflict": "conflict rate",
     "mask_found": "subject found",
 }
