@@ -9,7 +9,7 @@ The weights are released as one file, ``negclip.pth`` (the authors' Google Drive
 checkpoint of open_clip's trainer: ``{"epoch", "name", "state_dict": {"module.<key>": tensor},
 "optimizer"}``. References a config may use:
 
-- that file (``/models/negclip.pth``), or a safetensors file holding the same state dict: the
+- that file (``/mnt/s3jedi/models/negclip.pth``), or a safetensors file holding the same state dict: the
   architecture is open_clip's ``ViT-B-32-quickgelu`` (NegCLIP started from OpenAI's weights through
   open_clip's OpenAI loader, which builds QuickGELU), with its 224 px OpenAI preprocessing;
 - a directory in open_clip's local-dir layout (``open_clip_config.json`` + one weights file): what
@@ -40,7 +40,7 @@ from core.zoo.registry import Family
 from core.zoo.safety import load_state_dict, load_strict
 
 ARCHITECTURE = "ViT-B-32-quickgelu"
-PRODUCTION = "/models/negclip.pth"
+PRODUCTION = "/mnt/s3jedi/models/negclip.pth"
 """Where the production profile expects the released file (``configs/sd14.yaml``: ``models.negclip``)."""
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
