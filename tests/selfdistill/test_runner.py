@@ -30,6 +30,13 @@ from training.selfdistill.runner import gold_sources, round_record, selfdistill
 GOLD_ALL = "selfdistill.gold.top_percent=100"  # every sample with both scores is gold: the student gets some
 
 
+def test_a_missing_negclip_checkpoint_fails_before_any_training(tmp_path, dog_dir):
+    cfg = sd_config(tmp_path, f"models.negclip={tmp_path / 'negclip.pth'}")
+    with pytest.raises(zoo.ModelNotFoundError, match="models.negclip: no such directory or file"):
+        selfdistill(cfg, str(dog_dir))
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.fixture(scope="module")
 def first(ray_local, zoo_home, tmp_path_factory, dog_dir):
     tmp = tmp_path_factory.mktemp("selfdistill")

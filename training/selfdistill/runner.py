@@ -325,7 +325,14 @@ def mine_round(
         if summary.gold == 0:
             log.warning("no gold samples: the student learns from the photos only", subject=name, round=round_)
         else:
-            log.info("gold", subject=name, round=round_, gold=summary.gold, conflict_rate=summary.conflict_rate)
+            log.info(
+                "gold",
+                subject=name,
+                round=round_,
+                gold=summary.gold,
+                samples=summary.samples,
+                conflict_rate=summary.conflict_rate,
+            )
     return summaries
 
 
@@ -374,6 +381,8 @@ def selfdistill(cfg: S3JediConfig, subjects: str) -> SelfDistillReport:
     sd, root = cfg.selfdistill, run_root(cfg)
     if sd.prompts.backend != "template":
         zoo.resolve("llm", cfg.models.llm, cfg.home)  # a missing LLM fails here, before any training
+    if sd.scoring.negclip:
+        zoo.resolve("negclip", cfg.models.negclip, cfg.home)  # so does a missing NegCLIP checkpoint
     reports, folders, photos = {}, {}, {}
     for spec in discover(subjects, cfg.finetune):
         rep = reports[spec.name] = SubjectReport(spec.name, spec.class_word)
