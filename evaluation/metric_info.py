@@ -26,6 +26,9 @@ class Metric:
 _SECOND = "; with the second CLIP (evaluation.scoring.clip_secondary)"
 METRICS = {
     "clip_t": Metric("CLIP-T", "text alignment: cosine of CLIP image and CLIP text of the prompt (no special token)"),
+    "negclip_t": Metric(
+        "NegCLIP-T", "text alignment under NegCLIP (paper 000): cosine of NegCLIP image and NegCLIP text of the prompt"
+    ),
     "clip_i": Metric("CLIP-I", "subject fidelity: mean cosine of CLIP image and each real photo of the subject"),
     "mclip_i": Metric("MCLIP-I", "CLIP-I with the subject cut out on both sides (background white)"),
     "dino": Metric("DINO", "subject fidelity: mean cosine of DINO CLS features with each real photo"),
@@ -33,7 +36,7 @@ METRICS = {
     "clip_t_secondary": Metric("CLIP-T (2nd CLIP)", "CLIP-T" + _SECOND),
     "clip_i_secondary": Metric("CLIP-I (2nd CLIP)", "CLIP-I" + _SECOND),
     "mclip_i_secondary": Metric("MCLIP-I (2nd CLIP)", "MCLIP-I" + _SECOND),
-    "neg_clip_t": Metric(
+    "hard_negative_acc": Metric(
         "hard-negative acc.",
         "share of the subject's other prompts (same subject, other context) that the image's own prompt beats in CLIP similarity",
     ),

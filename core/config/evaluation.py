@@ -67,6 +67,7 @@ class ScoringConfig(Section):
         None, description="second CLIP reported beside the primary (ViT-L/14); None = off"
     )
     dino: str | None = Field(None, description="DINO for DINO/MDINO (None = models.dino); production: ViT-S/16")
+    negclip: bool = Field(False, description="also score NegCLIP-T with models.negclip (paper 000's text score)")
     masked: bool = Field(True, description="compute MCLIP-I/MDINO (detector + segmenter cut out the subject)")
     box_threshold: float = Field(0.0, ge=0.0, le=1.0, description="detector box threshold for subject masks")
     text_threshold: float = Field(0.0, ge=0.0, le=1.0, description="detector text threshold for subject masks")

@@ -10,10 +10,10 @@ from core.zoo.family import Family
 
 
 def _collect() -> dict[str, Family]:
-    from core.zoo.families import clip, detector, diffusion, dino, jedi, llm, segmenter
+    from core.zoo.families import clip, detector, diffusion, dino, jedi, llm, negclip, segmenter
 
     families: dict[str, Family] = {}
-    for module in (diffusion, jedi, clip, dino, detector, segmenter, llm):
+    for module in (diffusion, jedi, clip, negclip, dino, detector, segmenter, llm):
         for fam in module.FAMILIES:
             if fam.name in families:
                 raise RuntimeError(f"model family {fam.name!r} registered twice")

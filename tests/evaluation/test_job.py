@@ -17,7 +17,7 @@ from evaluation.job import run_evaluation
 from evaluation.store import METADATA_KEY
 from tests.evaluation.conftest import render, tiny_config
 
-SCORES = ["clip_t", "clip_i", "mclip_i", "dino", "mdino", "neg_clip_t"]
+SCORES = ["clip_t", "clip_i", "mclip_i", "dino", "mdino", "hard_negative_acc"]
 
 
 def test_the_run_writes_one_scored_row_and_image_per_case(jedi_run):

@@ -3,8 +3,9 @@
 Two actor pools, as in the class-images job and the evaluation run: ``TeacherSampler`` holds a
 teacher pipeline (the base model with the teacher subject applied, loaded from the subject store like
 any fine-tuned subject) and draws one image per row; ``GoldScorer`` holds the metric suite (CLIP,
-DINO, detector + segmenter for the masked scores) and each subject's reference features. Images travel
-as PNG bytes, so no stage needs a shared disk; the driver receives the scored rows and writes them.
+NegCLIP, DINO, detector + segmenter for the masked scores) and each subject's reference features.
+Images travel as PNG bytes, so no stage needs a shared disk; the driver receives the scored rows and
+writes them.
 
 Rows are sorted by subject, so an actor rarely switches teachers. Sample i of prompt p is drawn with
 its own CPU generator seeded from (seed, subject, round, p, i): a sample depends on nothing else.
