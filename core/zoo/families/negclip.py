@@ -36,7 +36,7 @@ from core.zoo.errors import ModelNotFoundError
 from core.zoo.families.clip import _PRECISION, CONFIG_NAME, ClipScorer
 from core.zoo.families.clip import build_shape as clip_shape
 from core.zoo.families.clip import build_tiny as clip_tiny
-from core.zoo.registry import Family
+from core.zoo.family import Family
 from core.zoo.safety import load_state_dict, load_strict
 
 ARCHITECTURE = "ViT-B-32-quickgelu"
