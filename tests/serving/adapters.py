@@ -52,13 +52,15 @@ def make_lora_subject(store: Path, subject_id: str, base_pipe, seed: int = 1) ->
     return out
 
 
-def make_ti_subject(store: Path, subject_id: str, base_pipe, tokens=("<sks>",), seed: int = 2) -> Path:
+def make_ti_subject(
+    store: Path, subject_id: str, base_pipe, tokens=("<sks>",), seed: int = 2, method: str = "ti"
+) -> Path:
     dim = base_pipe.text_encoder.get_input_embeddings().weight.shape[1]
     gen = torch.Generator().manual_seed(seed)
     out = Path(store) / subject_id
     out.mkdir(parents=True, exist_ok=True)
     save_file({t: torch.randn(1, dim, generator=gen) for t in tokens}, str(out / EMBEDDINGS_FILE))
-    write_card(out, _card(subject_id, "ti", SubjectWeights(embeddings=EMBEDDINGS_FILE), tokens))
+    write_card(out, _card(subject_id, method, SubjectWeights(embeddings=EMBEDDINGS_FILE), tokens))
     return out
 
 

@@ -30,8 +30,8 @@ from core.config import S3JediConfig
 from core.metrics.loading import load_suite
 from core.metrics.suite import ReferenceFeatures
 from core.paths import s3jedi_home
+from core.subject_pipeline import store_location
 from core.subjects import SubjectCard, SubjectStore, apply_subject, read_card
-from training.finetune.export import store_location
 from training.selfdistill.prompts import MinedPrompt
 
 
