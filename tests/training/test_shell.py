@@ -20,6 +20,7 @@ import torch
 from core.config import load_config
 from tests.finetune.conftest import ft_config
 from training.finetune.recipe import SubjectJob, SubjectRecipe
+from training.jedi.recipe import JeDiRecipe
 from training.shell import checkpoint as ckpt
 from training.shell.ray_run import local_run_dir, run_dir
 from training.shell.resume import check_resume
@@ -56,8 +57,6 @@ def test_the_newest_complete_checkpoint_on_storage_is_found(tmp_path):
 
 
 def _jedi(cfg):
-    from training.jedi.recipe import JeDiRecipe
-
     return JeDiRecipe(cfg)
 
 
@@ -201,3 +200,37 @@ def test_progress_lines_namespaced_tags_and_validation_images(zoo_home, tmp_path
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
     assert events.Tags()["images"] == ["val/samples"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000002.png", "step-0000004.png"]
+
+
+class CountedJeDi(JeDiRecipe):
+    """JeDi, counting its attempts in the run directory."""
+
+    def setup(self, worker):
+        with (local_run_dir(self.run) / "attempts").open("a") as f:
+            f.write("attempt\n")
+        super().setup(worker)
+
+
+@pytest.mark.slow
+def test_an_error_inside_the_data_pipeline_fails_at_once(ray_local, zoo_home, tmp_path, dog_dir):
+    """A captions source without its ``caption`` column: the map reading it fails inside Ray Data, which
+    has retried it by its own rules already; a restart would read the same rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"image": [(dog_dir / "00.jpg").read_bytes()], "text": ["a dog"]}), tmp_path / "c.parquet")
+    overrides = {
+        "train.jedi.run.storage_path": str(tmp_path / "runs"),
+        "train.jedi.run.max_failures": 2,
+        "train.jedi.data.sources": f"[{{kind: captions, path: {tmp_path / 'c.parquet'}}}]",
+        "train.jedi.data.resolution": 32,
+        "train.jedi.scaling.cpus_per_worker": 0.5,
+        "train.jedi.steps": 2,
+    }
+    recipe = CountedJeDi(load_config("tiny", [f"{k}={v}" for k, v in overrides.items()]))
+    local_run_dir(recipe.run).mkdir(parents=True)
+    from ray.exceptions import UserCodeException
+
+    with pytest.raises(UserCodeException, match="caption"):  # the KeyError, as Ray Data passes it on
+        fit(recipe)
+    assert (local_run_dir(recipe.run) / "attempts").read_text().count("attempt") == 1

@@ -38,8 +38,9 @@ from training.shell import checkpoint as ckpt
 from training.shell.lora import TEXT_LORA_TARGETS, UNET_LORA_TARGETS, lora_config
 from training.shell.optim import Optimization
 from training.shell.precision import autocast, resolve_precision
+from training.shell.ray_run import nested_run
 from training.shell.recipe import Recipe, Worker
-from training.shell.sd_parts import SDParts, load_base
+from training.shell.sd_parts import SDParts, load_base, sample_posterior
 from training.shell.seeds import step_generator
 
 
@@ -61,12 +62,7 @@ class SubjectJob:
 
 def subject_run(cfg: S3JediConfig, subject_id: str) -> RunSection:
     """The subject's own ``RunSection``: ``<storage>/<run name>/<subject id>``."""
-    run = cfg.finetune.run
-    return run.model_copy(update={"name": subject_id, "storage_path": storage.join(run.storage_path, run.name)})
-
-
-def _sample(mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return mean + std * torch.randn(mean.shape, generator=g).to(mean.device)
+    return nested_run(cfg.finetune.run, subject_id)
 
 
 @dataclass
@@ -236,12 +232,12 @@ class SubjectRecipe(Recipe):
             extra = torch.randint(self.num_photos, mean.shape[1], (bs,), generator=g)
             idx = torch.where(torch.rand(bs, generator=g) < self.job.extra_share, extra, idx)
         flips = (torch.rand(bs, generator=g) < 0.5).long() if self.cfg.finetune.flip else torch.zeros(bs).long()
-        latents = _sample(mean[flips, idx], std[flips, idx], g)
+        latents = sample_posterior(mean[flips, idx], std[flips, idx], g)
         ids = self.instance_ids[idx.to(self.instance_ids.device)]
         if with_prior:
             cmean, cstd = self.prior
             cidx = torch.randint(0, cmean.shape[0], (bs,), generator=g)
-            latents = torch.cat([latents, _sample(cmean[cidx], cstd[cidx], g)])
+            latents = torch.cat([latents, sample_posterior(cmean[cidx], cstd[cidx], g)])
             ids = torch.cat([ids, self.class_ids.expand(bs, -1)])
         noise = torch.randn(latents.shape, generator=g).to(self.device)
         timesteps = torch.randint(0, m.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g)

@@ -53,9 +53,9 @@ from training.shell import checkpoint as ckpt
 from training.shell.lora import UNET_LORA_TARGETS, lora_config
 from training.shell.optim import Optimization
 from training.shell.precision import autocast, resolve_precision
-from training.shell.ray_run import local_run_dir, run_dir
+from training.shell.ray_run import local_run_dir, nested_run, run_dir
 from training.shell.recipe import Recipe, Worker
-from training.shell.sd_parts import SDParts, load_base
+from training.shell.sd_parts import SDParts, load_base, sample_posterior
 from training.shell.seeds import step_generator
 
 log = get_logger("multiconcept")
@@ -64,17 +64,12 @@ TOKENS_PHASE, JOINT_PHASE = 0, 1
 
 def scene_run(cfg: S3JediConfig, subject_id: str) -> RunSection:
     """The scene's own ``RunSection``: ``<storage>/<run name>/<subject id>``."""
-    run = cfg.multiconcept.run
-    return run.model_copy(update={"name": subject_id, "storage_path": storage.join(run.storage_path, run.name)})
+    return nested_run(cfg.multiconcept.run, subject_id)
 
 
 def estep_due(step: int, mc: MultiConceptSection) -> bool:
     """E-steps: before training (the baseline), every ``estep_every`` token steps, and at phase 1's end."""
     return step == 0 or (step <= mc.em_steps and (step % mc.estep_every == 0 or step == mc.em_steps))
-
-
-def _sample(mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return mean + std * torch.randn(mean.shape, generator=g).to(mean.device)
 
 
 @dataclass
@@ -244,7 +239,7 @@ class SceneRecipe(Recipe):
         present = [int(k) for k in np.nonzero(self.scene.present[image])[0]]
         count = int(torch.randint(1, len(present) + 1, (1,), generator=g))
         concepts = [present[int(j)] for j in torch.randperm(len(present), generator=g)[:count]]
-        latents = _sample(self.posterior[0][image : image + 1], self.posterior[1][image : image + 1], g)
+        latents = sample_posterior(self.posterior[0][image : image + 1], self.posterior[1][image : image + 1], g)
         noise = torch.randn(latents.shape, generator=g).to(self.device)
         timesteps = torch.randint(0, m.noise_scheduler.config.num_train_timesteps, (1,), generator=g).to(self.device)
         return SceneBatch(step, image, concepts, latents, noise, timesteps)

@@ -36,6 +36,12 @@ def run_config(cfg: RunSection):
     )
 
 
+def nested_run(cfg: RunSection, name: str) -> RunSection:
+    """A run of its own under ``cfg``'s run directory (``<storage>/<run name>/<name>``): one per subject
+    or scene of a command."""
+    return cfg.model_copy(update={"name": name, "storage_path": storage.join(cfg.storage_path, cfg.name)})
+
+
 def run_dir(cfg: RunSection) -> str:
     """Where the run's checkpoints, export and samples live (local path or URI)."""
     return storage.join(cfg.storage_path, cfg.name)

@@ -17,6 +17,11 @@ from core.jedi.objective import training_target
 from core.text_encoding import encode_prompts, token_ids
 
 
+def sample_posterior(mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Latents drawn from a VAE posterior with the step's own (CPU) generator."""
+    return mean + std * torch.randn(mean.shape, generator=g).to(mean.device)
+
+
 @dataclass
 class SDParts:
     unet: torch.nn.Module

@@ -3,8 +3,10 @@
 ``fit(recipe)`` is what each trainer's entry point calls. Failures are handled here rather than by
 Ray Train's own restarts (``FailureConfig(max_failures=0)``), because Ray retries every worker error
 alike: a deterministic one — bad data, a bad setting, a bug — failed the same way three times over
-(158 s for one corrupt source). Here a run whose every failed worker raised such an error
-(``NOT_RETRIED``) stops at once with that error; any other failure (a worker process or node lost, an
+(158 s for one corrupt source). Here a run whose every failed worker raised such an error stops at
+once with that error: bad input and programming errors (``NOT_RETRIED``), and errors of the data
+pipeline's own code (Ray Data's ``UserCodeException``, raised once Ray Data's own retries are spent;
+a restart would read the same data again). Any other failure (a worker process or node lost, an
 out-of-memory, a storage hiccup) restarts the run from its newest complete checkpoint, up to
 ``run.max_failures`` times. Ray Train still handles preemptions itself.
 """
@@ -64,12 +66,13 @@ def build_trainer(recipe: Recipe, in_process: bool = False):
 
 def not_retried(exc: Exception) -> Exception | None:
     """The worker error to raise as it is when no rerun can succeed, else None."""
+    from ray.exceptions import UserCodeException
     from ray.train import WorkerGroupError
 
     if not isinstance(exc, WorkerGroupError) or not exc.worker_failures:
         return None
     errors = list(exc.worker_failures.values())
-    return errors[0] if all(isinstance(e, NOT_RETRIED) for e in errors) else None
+    return errors[0] if all(isinstance(e, (*NOT_RETRIED, UserCodeException)) for e in errors) else None
 
 
 def fit(recipe: Recipe, in_process: bool = False) -> RunResult:
