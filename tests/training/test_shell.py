@@ -148,6 +148,7 @@ class KilledAfterCheckpoint(SubjectRecipe):
         return super().batch(step)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_right_after_a_checkpoint_continues_from_it(ray_local, zoo_home, tmp_path, dog_dir):
     from safetensors.torch import load_file
 

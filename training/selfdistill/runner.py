@@ -31,12 +31,13 @@ from core.subject_pipeline import published, store_location
 from core.subjects import SubjectNotFoundError, SubjectStore
 from core.subjects import make_subject_id as subject_id
 from training.finetune.runner import finetune
-from training.finetune.subjects import SubjectDataError, discover, image_paths, load_subject
+from training.finetune.subjects import discover, load_subject
 from training.selfdistill import prompts as mining_prompts
 from training.selfdistill.gold import select_gold
 from training.selfdistill.mining import MiningPlan, mine
 from training.selfdistill.records import RoundSummary, gold_path, read_summary, write_round
 from training.selfdistill.writers import write_prompts
+from training.shell.images import SubjectDataError, image_paths
 
 log = get_logger("selfdistill")
 
