@@ -55,7 +55,7 @@ def build_dataset(cfg: S3JediConfig, out_dir: Path) -> dict:
 
 def train(cfg: S3JediConfig, out_dir: Path, dataset: str, steps: int) -> dict:
     from core.config.training import DataSource
-    from training.jedi.trainer import fit
+    from training.jedi.recipe import fit
 
     train_cfg = cfg.model_copy(deep=True)
     t = train_cfg.train.jedi

@@ -60,7 +60,9 @@ def _fmt(x: float) -> str:
 @app.callback()
 def run(
     ctx: typer.Context,
-    method: Annotated[str | None, typer.Option(help="generator: jedi or base (evaluation.generation.method)")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="generator: jedi, base or finetuned (evaluation.generation.method)")
+    ] = None,
     refs: Annotated[int | None, typer.Option(help="JeDi reference photos k (evaluation.generation.references)")] = None,
     subjects: Annotated[
         list[str] | None, typer.Option(help="subjects, comma-separated or repeated (default: all with photos)")

@@ -162,9 +162,8 @@ class Gateway:
         start = time.perf_counter()
         fields = self._job_fields(request, self.generator_info["native_size"])
         handle = self.generator
-        if request.subject_id is not None:
-            card = await asyncio.to_thread(self._card, request.subject_id)
-            fields["prompts"] = [card.render_prompt(p) for p in fields["prompts"]]
+        if request.subject_id is not None:  # a known subject with a valid card; its replica renders the prompts
+            await asyncio.to_thread(self._card, request.subject_id)
             handle = handle.options(multiplexed_model_id=request.subject_id)
         job = GenerateJob(**fields, subject_id=request.subject_id)
         result = await self._call(Deployment.GENERATOR, handle.generate, job, request.timeout_s, start)
@@ -237,6 +236,7 @@ class Gateway:
                 seed=job.seed,
             ),
             batch_size=result.batch_size,
+            tto_steps=result.tto_steps,
             run_seconds=round(result.run_s, 4),
             seconds=round(time.perf_counter() - start, 4),
         )

@@ -114,6 +114,9 @@ class GenerationResponse(BaseModel):
     subject_id: str | None = None
     parameters: Parameters
     batch_size: int = Field(..., description="requests that shared this request's @serve.batch call")
+    tto_steps: int = Field(
+        0, description="test-time optimization steps the subject's method ran per prompt before drawing (CoRe)"
+    )
     run_seconds: float = Field(..., description="the pipeline call that made these images")
     seconds: float = Field(..., description="time in the gateway, decoding to encoding (includes queueing)")
 

@@ -39,8 +39,14 @@ class SelectionConfig(Section):
 
 
 class GenerationConfig(Section):
-    method: Literal["jedi", "base"] = Field(
-        "jedi", description="generator: jedi (models.jedi + k reference photos) or base (models.sd, the floor)"
+    method: Literal["jedi", "base", "finetuned"] = Field(
+        "jedi",
+        description="generator: jedi (models.jedi + k reference photos), base (models.sd, the floor) or finetuned "
+        "(each subject's fine-tuned subject from the subject store)",
+    )
+    subject_id: str = Field(
+        "{subject}-dreambooth",
+        description="finetuned: the store id of each benchmark subject ({subject} = its folder name)",
     )
     references: int = Field(3, ge=1, le=16, description="k: reference photos given to JeDi (the first k, sorted)")
     steps: int = Field(2, ge=1, le=1000, description="denoising steps")
@@ -50,6 +56,13 @@ class GenerationConfig(Section):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="generator precision (float16 on GPUs; CPU needs float32)"
     )
+
+    @field_validator("subject_id")
+    @classmethod
+    def _subject_slot(cls, value: str) -> str:
+        if "{subject}" not in value:
+            raise ValueError(f"{value!r} must contain {{subject}}")
+        return value
 
     @field_validator("resolution")
     @classmethod

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.config.base import Section
-from core.config.finetune import METHODS, FinetuneSection, MergedSection, Method
+from core.config.finetune import FinetuneSection, MergedSection, check_methods
 from core.config.training import RunSection
 from core.toyworld.world import SCENES
 
@@ -136,6 +136,12 @@ def toy_finetune() -> FinetuneSection:
     )
 
 
+def _methods() -> list[str]:
+    from core.methods import names
+
+    return names()
+
+
 class ToyWorldEvalSection(MergedSection):
     """``s3jedi toyworld eval``: novel subjects, prompts naming only the scene and a generic word."""
 
@@ -151,8 +157,8 @@ class ToyWorldEvalSection(MergedSection):
     guidance_scale: float = Field(3.0, ge=0, le=50, description="text guidance s")
     steps: int = Field(25, ge=1, le=1000, description="DDIM denoising steps")
     loss_timesteps: int = Field(8, ge=1, le=1000, description="timesteps (with fixed noise) per loss-gap trial")
-    finetune_methods: list[Method] = Field(
-        default_factory=lambda: list(METHODS),
+    finetune_methods: list[str] = Field(
+        default_factory=_methods,
         description="fine-tuning rows (each method trained on every novel subject, on the base converted to a "
         "plain SD pipeline); [] = none",
     )
@@ -172,6 +178,11 @@ class ToyWorldEvalSection(MergedSection):
     threads: int = Field(
         1, ge=1, le=256, description="torch threads while sampling (16 px models: more threads only oversubscribe)"
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> ToyWorldEvalSection:
+        check_methods(self.finetune_methods, "finetune_methods")  # after finetune.plugins registered theirs
+        return self
 
 
 class ToyWorldSection(Section):

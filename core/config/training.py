@@ -47,8 +47,8 @@ class RunSection(Section):
     log_every: int = Field(
         25,
         ge=1,
-        description="steps between metric reports to Ray Train (each report waits for the controller's "
-        "poll, ~2 s); TensorBoard gets the loss every step",
+        description="steps between progress lines and windowed metrics (loss, steps/s, ETA); TensorBoard gets "
+        "each step's loss, Ray Train a report with every checkpoint",
     )
     mlflow_tracking_uri: str | None = Field(None, description="also log metrics to MLflow (needs the mlflow extra)")
 
@@ -121,4 +121,9 @@ class JeDiTrainSection(Section):
 
 
 class TrainSection(Section):
+    resume: Literal["check", "force"] = Field(
+        "check",
+        description="rerunning a run name continues it; check: refuse when settings that decide the weights "
+        "changed (JeDi, fine-tuning and multi-concept runs alike), force: continue with the new settings",
+    )
     jedi: JeDiTrainSection = Field(default_factory=JeDiTrainSection)

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from core.config.toyworld import ToyWorldEvalSection
-from evaluation.toyworld.finetuned import LABELS, FinetunedSubjects
+from core.methods import get as method
+from evaluation.toyworld.finetuned import FinetunedSubjects
 from evaluation.toyworld.trials import Trial
 
 PROMPTS_PER_CALL = 16
@@ -70,7 +71,7 @@ def conditions(ev: ToyWorldEvalSection) -> list[Condition]:
     rows += [
         Condition(
             f"ft-{m}",
-            f"{LABELS[m]} on the toy base, {ev.finetune_images} renders",
+            f"{method(m).label} on the toy base, {ev.finetune_images} renders",
             "finetuned",
             0,
             1.0,

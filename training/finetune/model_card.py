@@ -6,10 +6,10 @@ from pathlib import Path
 
 from core import model_cards
 from core.subjects import SubjectCard
-from training.finetune.tuner import SubjectTuner
+from training.finetune.recipe import SubjectRecipe
 
 
-def training_settings(tuner: SubjectTuner) -> dict[str, object]:
+def training_settings(tuner: SubjectRecipe) -> dict[str, object]:
     plan, ft = tuner.plan, tuner.cfg.finetune
     rows: dict[str, object] = {}
     for stage in plan.stages:
@@ -20,8 +20,7 @@ def training_settings(tuner: SubjectTuner) -> dict[str, object]:
             extras.append(
                 f"prior preservation ({stage.prior.num_images} class images, weight {stage.prior.loss_weight:g})"
             )
-        if stage.context_reg is not None:
-            extras.append("context regularization")
+        extras.extend(name.replace("_", " ") for plugin in stage.plugins for name in plugin.settings())
         rows[f"stage {stage.name}"] = f"{stage.steps} steps: " + ", ".join(extras)
     if plan.new_token is not None:
         rows["new token"] = f"{plan.new_token.token}, {plan.new_token.num_vectors} vector(s)"
@@ -34,7 +33,7 @@ def training_settings(tuner: SubjectTuner) -> dict[str, object]:
     return rows
 
 
-def write_model_card(out: Path, tuner: SubjectTuner, card: SubjectCard) -> Path:
+def write_model_card(out: Path, tuner: SubjectRecipe, card: SubjectCard) -> Path:
     """``out/README.md``; its ``base_model`` is the hub id or directory that ``models.sd`` loads."""
     base = model_cards.base_model("sd", card.base_model, tuner.cfg.home)
     return model_cards.write(out, model_cards.subject_card(card, base, training_settings(tuner)))

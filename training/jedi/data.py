@@ -33,9 +33,7 @@ from PIL import Image
 
 from core import storage
 from core.config.training import DataSource, JeDiDataSection
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-MAX_PIXELS = 64_000_000  # refuse decompression bombs in training data too
+from training.shell.images import IMAGE_SUFFIXES, MAX_PIXELS
 
 
 def load_size(data: JeDiDataSection) -> int:

@@ -32,8 +32,8 @@ from core.metrics.loading import load_suite
 from core.metrics.suite import ReferenceFeatures
 from core.paths import s3jedi_home
 from core.progress import Progress
+from core.subject_pipeline import store_location
 from core.subjects import SubjectCard, SubjectStore, apply_subject, read_card
-from training.finetune.export import store_location
 from training.selfdistill.prompts import MinedPrompt
 
 

@@ -27,10 +27,11 @@ from core.config import S3JediConfig, config_hash
 from core.logs import get_logger
 from core.ray_runtime import init_ray
 from core.s3.writer import write_bytes
+from core.subject_pipeline import published, store_location
 from core.subjects import SubjectNotFoundError, SubjectStore
-from training.finetune.export import published, store_location
+from core.subjects import make_subject_id as subject_id
 from training.finetune.runner import finetune
-from training.finetune.subjects import SubjectDataError, discover, image_paths, load_subject, subject_id
+from training.finetune.subjects import discover, load_subject
 from training.selfdistill import prompts as mining_prompts
 from training.selfdistill.gold import select_gold
 from training.selfdistill.mining import MiningPlan, mine
@@ -43,6 +44,7 @@ from training.selfdistill.records import (
     write_round,
 )
 from training.selfdistill.writers import write_prompts
+from training.shell.images import SubjectDataError, image_paths
 
 log = get_logger("selfdistill")
 

@@ -4,13 +4,18 @@ text encoder frozen and no prior preservation (the class noun keeps the prior)."
 
 from __future__ import annotations
 
-from core.config.finetune import TwoStageSection
-from training.finetune.plan import TOKENS, UNET, MethodPlan, Stage
+from core.config.finetune import FinetuneSection
+from core.methods.plan import TOKENS, UNET, MethodPlan, Stage
+from core.methods.registry import Method, register
 
 
-def plan(cfg: TwoStageSection) -> MethodPlan:
+def plan(settings: FinetuneSection) -> MethodPlan:
+    cfg = settings.two_stage
     stages = (
         Stage("token", cfg.stage1.steps, cfg.stage1.optim, frozenset({TOKENS})),
         Stage("unet", cfg.stage2.steps, cfg.stage2.optim, frozenset({UNET})),
     )
     return MethodPlan("two-stage", None, cfg.token, cfg.prompt_template, cfg.unet, stages)
+
+
+register(Method("two-stage", "two-stage TI→UNet", plan))

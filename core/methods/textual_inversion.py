@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from core.config.finetune import TextualInversionSection
-from training.finetune.plan import TOKENS, MethodPlan, Stage
+from core.config.finetune import FinetuneSection
+from core.methods.plan import TOKENS, MethodPlan, Stage
+from core.methods.registry import Method, register
 
 
-def plan(cfg: TextualInversionSection) -> MethodPlan:
+def plan(settings: FinetuneSection) -> MethodPlan:
+    cfg = settings.ti
     stage = Stage("ti", cfg.train.steps, cfg.train.optim, frozenset({TOKENS}))
     return MethodPlan("ti", None, cfg.token, cfg.prompt_template, None, (stage,))
+
+
+register(Method("ti", "Textual Inversion", plan))
