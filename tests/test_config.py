@@ -93,3 +93,18 @@ def test_an_error_names_its_source_the_set_or_the_profile(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(mine, ["seed=3"])
     assert str(err.value) == f"{mine}: datagen.foo: unknown field"
+
+
+def test_a_config_made_where_a_plugin_method_is_registered_validates_where_it_is_not():
+    """Ray workers and Serve replicas validate the config the driver sends them; a default that listed
+    whatever this process had registered would name a method they do not know."""
+    from core.methods import METHODS, Method
+    from core.methods.dreambooth import plan
+
+    METHODS["plugin-only"] = Method("plugin-only", "registered by a plugin", plan)
+    try:
+        sent = load_config("tiny").model_dump(mode="json")
+    finally:
+        del METHODS["plugin-only"]
+    assert "plugin-only" not in sent["toyworld"]["eval"]["finetune_methods"]
+    S3JediConfig.model_validate(sent)

@@ -137,9 +137,9 @@ def toy_finetune() -> FinetuneSection:
 
 
 def _methods() -> list[str]:
-    from core.methods import names
+    from core.methods import BUILTIN_NAMES
 
-    return names()
+    return list(BUILTIN_NAMES)
 
 
 class ToyWorldEvalSection(MergedSection):

@@ -16,5 +16,9 @@ BUILTIN = ("dreambooth", "textual_inversion", "two_stage", "core_method")
 for _module in BUILTIN:
     importlib.import_module(f"core.methods.{_module}")
 register(Method("multiconcept", "concept-driven EM", selectable=False))
+BUILTIN_NAMES = tuple(names())
+"""The code base's own selectable methods: defaults that list "every method" list these, so a default
+does not depend on which plugins this process happened to import (a Ray worker that validates the
+same config may not have them)."""
 
-__all__ = ["METHODS", "Method", "get", "method_plan", "names", "parse_methods", "register"]
+__all__ = ["BUILTIN_NAMES", "METHODS", "Method", "get", "method_plan", "names", "parse_methods", "register"]
