@@ -1,4 +1,4 @@
-"""The tiny end-to-end benchmark run (2 subjects × 2 prompts × 2 samples) in the session's Ray:
+"""The tiny end-to-end benchmark run (2 subjects × 2 prompts × 2 samples) in the test run's Ray:
 per-image Parquet, summaries, grids, and an HTML report that renders in headless Chromium."""
 
 from __future__ import annotations
