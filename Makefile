@@ -30,7 +30,7 @@ test: $(VENV)/.installed chromium
 test-all: $(VENV)/.installed chromium
 	$(PY) -m pytest -m "not gpu"
 
-# The tests that need a CUDA GPU (run where one is present; benchmarks/device/README.md for the lent one).
+# The tests that need a CUDA GPU (run where one is present; benchmarks/device/README.md runs them on a GPU machine).
 test-gpu: $(VENV)/.installed
 	$(PY) -m pytest -m gpu
 

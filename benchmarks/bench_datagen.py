@@ -2,7 +2,7 @@
 
 1. Sets per minute on the tiny profile: the Ray Data pipeline (separate actor pools per stage, and the
    fused layout) against a plain sequential loop in this process calling the same stage functions
-   (``rows.apply_stage`` over ``stages.IMAGE_STAGES``). Reported end to end (model loading and Ray
+   (``rows.apply_stage`` over ``stages.image_stages()``). Reported end to end (model loading and Ray
    start-up included) and in steady state (``summary.steady_rate``: the middle half of the subjects,
    once every model is loaded), with the steady-state ratio Ray / sequential as the headline; target
    >= 1.0 on 2 cores. Tiny models compute in milliseconds, so start-up dominates end to end.
@@ -63,7 +63,7 @@ def sequential(cfg) -> dict:
     from datagen.summary import steady_rate
 
     start = time.perf_counter()
-    fns = {name: module.load(cfg, "cpu") for name, module in stages.IMAGE_STAGES.items()}
+    fns = {stage.name: stage.load(cfg, "cpu") for stage in stages.image_stages()}
     loaded = time.perf_counter()
     requests, _ = subjects.requests(cfg)
     parsed = [
@@ -155,9 +155,9 @@ LET_THROUGH = (
 
 
 def _model_families() -> list[str]:
-    from datagen.stages import MODEL_FAMILIES
+    from datagen.stages import image_stages
 
-    return [f for fams in MODEL_FAMILIES.values() for f in fams]
+    return [f for s in image_stages() for f in s.families]
 
 
 def _shape_ref(family: str) -> str:
@@ -169,18 +169,19 @@ def stages_config(device: str, subjects: int, shape: set[str]):
     """The sdxl profile with every model family in ``shape`` at random init (the rest ``tiny``), subjects
     from the template backend, the let-through filters, and one actor per stage: on ``cuda`` all five
     share one GPU at the profile's production sizes; on ``cpu`` the sizes are reduced."""
-    from datagen.stages import IMAGE_STAGES
+    from datagen.stages import image_stages
 
+    names = [s.name for s in image_stages()]
     unknown = set(shape) - set(_model_families())
     if unknown:
         raise ValueError(f"S3JEDI_BENCH_REHEARSE_SHAPE: unknown families {sorted(unknown)}; known: {_model_families()}")
     gpu = device == "cuda"
     # One GPU split evenly, so every pool gets its actor at once; a quarter CPU each (their CPU work, PNG
     # coding and resizing, is small) keeps all five schedulable on any Ray, the tests' 2-CPU one included.
-    share = 1.0 / len(IMAGE_STAGES) if gpu else 0
+    share = 1.0 / len(names) if gpu else 0
     resources = [
         f"datagen.{stage}.resources={{num_gpus: {share}, num_cpus: 0.25, concurrency: 1, batch_size: 1}}"
-        for stage in IMAGE_STAGES
+        for stage in names
     ]
     models = [f"models.{f}={_shape_ref(f) if f in shape else 'tiny'}" for f in _model_families()]
     # the profile's detection thresholds on the shape detector (a random one still scores hundreds of its
@@ -212,7 +213,7 @@ def stages_config(device: str, subjects: int, shape: set[str]):
 
 def _extra_overrides() -> list[str]:
     """``S3JEDI_BENCH_DATAGEN_SET``: further ``key=value`` overrides, ``;``-separated (YAML values may hold
-    commas), applied last, so a GPU session can adjust a run (a threshold, a size) without editing code."""
+    commas), applied last, so a GPU run can be adjusted (a threshold, a size) without editing code."""
     return [a.strip() for a in os.environ.get("S3JEDI_BENCH_DATAGEN_SET", "").split(";") if a.strip()]
 
 
@@ -275,9 +276,9 @@ class GpuSampler:
 def stage_stats(rows: list[dict]) -> dict[str, dict]:
     """Per image stage, from the rows' traces: images and seconds, and the steady rate that leaves out
     the stage's first row (one actor per stage: its first row also loads the stage's models)."""
-    from datagen.stages import IMAGE_STAGES
+    from datagen.stages import image_stages
 
-    traces: dict[str, list[dict]] = {s: [] for s in IMAGE_STAGES}
+    traces: dict[str, list[dict]] = {s.name: [] for s in image_stages()}
     for row in rows:
         for t in row["trace"]:
             traces[t["stage"]].append(t)

@@ -2,7 +2,7 @@
 
 Each method trains the DreamBooth dog twice with identical settings: through ``s3jedi finetune``
 (one Ray Train worker per subject, subjects one after another) and through Ray Train's local mode,
-which runs the *same* per-worker loop in this process without workers (single-threaded, as a Ray
+which runs the *same* per-worker loop (the training shell's) in this process without workers (single-threaded, as a Ray
 worker with half a CPU is). Speeds come from the loop's own reporting windows (TensorBoard
 ``steps_per_s``), the first window of every stage dropped as warm-up and the best of the others
 kept, so the ratio measures the steady-state overhead of running under Ray (target >= 0.9);
@@ -64,7 +64,7 @@ def _stage_speeds(run_dir: Path, stage_ends: list[int]) -> list[float]:
     mux = EventMultiplexer()
     mux.AddRunsFromDirectory(str(run_dir / "tensorboard"))
     mux.Reload()
-    windows = sorted((e.step, e.value) for run in mux.Runs() for e in mux.Scalars(run, "steps_per_s"))
+    windows = sorted((e.step, e.value) for run in mux.Runs() for e in mux.Scalars(run, "train/steps_per_s"))
     speeds, start = [], 0
     for end in stage_ends:
         inside = [v for step, v in windows if start < step <= end]
@@ -76,22 +76,23 @@ def _stage_speeds(run_dir: Path, stage_ends: list[int]) -> list[float]:
 def _in_process(cfg, job) -> float:
     """Wall seconds of the subject's loop in this process (Ray Train local mode), single-threaded as
     a Ray worker holding half a CPU is."""
-    from training.finetune.runner import build_trainer
+    from training.finetune.recipe import SubjectRecipe
+    from training.shell.trainer import fit
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         start = time.perf_counter()
-        build_trainer(cfg, job, in_process=True).fit()
+        fit(SubjectRecipe.of(cfg, job), in_process=True)
         return time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
 
 
 def run() -> dict:
+    from core.methods import method_plan
     from core.ray_runtime import init_ray
     from training.finetune.class_images import ensure_class_images
-    from training.finetune.methods import method_plan
     from training.finetune.runner import finetune, plan_jobs
 
     results: dict[str, dict] = {}

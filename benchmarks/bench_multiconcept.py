@@ -43,7 +43,7 @@ def _scene_iou(tuner, masks: np.ndarray) -> float:
 
 def _em(tmp: Path, scene_path: str, lambda_attn: float) -> tuple[dict, float]:
     """One EM run (phase 1 only) through ``run_scene`` in Ray Train's local mode; its summary and seconds."""
-    from training.multiconcept.loop import run_scene
+    from training.multiconcept.runner import run_scene
 
     cfg = _config(tmp, lambda_attn)
     start = time.perf_counter()
@@ -66,25 +66,32 @@ def _config(tmp: Path, lambda_attn: float):
     )
 
 
-def _oracle(cfg, scene) -> tuple[float, float]:
+def _oracle(cfg, scene, scene_path: str) -> tuple[float, float]:
     """Token steps on the true masks, then one E-step at the last step: its IoU and the seconds."""
-    import torch
 
-    from training.multiconcept.em import SceneTuner
-
-    tuner = SceneTuner(cfg, scene, torch.device("cpu"), "fp32")
+    tuner = _recipe(cfg, scene, scene_path)
     tuner.set_masks(scene.truth)
     start = time.perf_counter()
     for step in range(1, cfg.multiconcept.em_steps + 1):
-        tuner.train_step(step)
+        tuner.step(tuner.batch(step))  # M-steps only: the masks stay the true ones
     seconds = time.perf_counter() - start
     return _scene_iou(tuner, tuner.estimate_masks(cfg.multiconcept.em_steps)), seconds
+
+
+def _recipe(cfg, scene, scene_path: str):
+    """The scene's recipe set up in this process, on ``scene`` as loaded."""
+    import torch
+
+    from training.multiconcept.em import SceneRecipe
+
+    recipe = SceneRecipe(cfg, scene=scene_path, subject_id=f"{scene.name}-oracle")
+    recipe.load(scene, torch.device("cpu"), "fp32")
+    return recipe
 
 
 def run() -> dict:
     import torch
 
-    from training.multiconcept.em import SceneTuner
     from training.multiconcept.scene import load_scene
     from training.multiconcept.synthetic import synthetic_scene
 
@@ -96,7 +103,7 @@ def run() -> dict:
         base_cfg = _config(tmp, LAMBDAS[0])
         mc = base_cfg.multiconcept
         scene = load_scene(scene_path, mc)
-        frozen = SceneTuner(base_cfg, scene, torch.device("cpu"), "fp32")
+        frozen = _recipe(base_cfg, scene, scene_path)
         steps = list(range(0, mc.em_steps + 1, mc.estep_every))
         baseline_masks = [frozen.estimate_masks(step) for step in steps]
         baseline = [_scene_iou(frozen, masks) for masks in baseline_masks]
@@ -106,7 +113,7 @@ def run() -> dict:
             curve = summary["iou"]["curve"]
             assert [p["step"] for p in curve] == steps, (curve, steps)
             em = [p["mean_iou"] for p in curve]
-            oracle_iou, oracle_s = _oracle(_config(tmp, lam), scene)
+            oracle_iou, oracle_s = _oracle(_config(tmp, lam), scene, scene_path)
             results[f"{lam:g}"] = {
                 "em_iou": em,
                 "ratio_em_over_no_update": [e / b for e, b in zip(em, baseline, strict=True)],

@@ -109,7 +109,7 @@ def run() -> dict:
     from core.config.toyworld import ToyWorldDataSection
     from core.ray_runtime import init_ray
     from core.toyworld.dataset import write_dataset
-    from training.jedi.trainer import fit
+    from training.jedi.recipe import fit
 
     with tempfile.TemporaryDirectory() as tmp:
         init_ray(num_cpus=2)

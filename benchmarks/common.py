@@ -77,7 +77,7 @@ class Target:
     On a CUDA GPU the plan is the production one: production architectures (the zoo's ``shape``
     models), half precision, production sizes. On a CPU the same code runs at reduced sizes so it
     never rots. ``rehearse`` (``S3JEDI_BENCH_REHEARSE=1`` on a CPU) runs the *GPU plan* — shape
-    models, half precision, bf16 autocast — at CPU sizes: a session lent a GPU for minutes then
+    models, half precision, bf16 autocast — at CPU sizes: GPU time is scarce (a rented or shared host), so a GPU run
     finds code that has already run end to end, and only the sizes change.
     """
 

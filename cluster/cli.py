@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from rich.table import Table
 from cluster import manifests, submit, toyworld_cli, zoo_cli
 from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
 from core.config import to_yaml
+from core.logs import VERBOSE_ENV, quiet_libraries
 from core.paths import REPO_ROOT
 from datagen import cli as datagen_cli
 from evaluation import cli as evaluation_cli
@@ -38,6 +40,25 @@ app.add_typer(serving_cli.app, name="serve")
 app.add_typer(submit.app, name="submit")
 app.add_typer(manifests.app, name="manifests")
 app.add_typer(toyworld_cli.app, name="toyworld")
+
+
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="keep every library's output: Ray at INFO from driver and workers, Ray Data's progress log, "
+            "tqdm bars of model loading (otherwise off; Ray's log files keep everything)",
+        ),
+    ] = False,
+) -> None:
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+    quiet_libraries()
+
+
 config_app = typer.Typer(help="Inspect configuration profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 DEFAULT_REFERENCES = REPO_ROOT.parent / "shared" / "dreambooth" / "images" / "dog"
@@ -80,15 +101,15 @@ def demo(
     train_steps: Annotated[int, typer.Option(min=1, help="JeDi training steps")] = 10,
 ) -> None:
     """Run the main job end to end on the tiny default (see README for what it does today)."""
-    from cluster.demo import run_demo
+    from cluster.demo import run_demo, summary_lines
 
     cfg = config_from(config, set_)
     try:
         summary = run_demo(cfg, out, references, train_steps)
     except (*USER_ERRORS, RuntimeError) as exc:
         raise fail(str(exc)) from None
-    Console().print_json(json.dumps(summary))
-    Console().print(f"[green]demo finished[/green]: outputs in {out}")
+    typer.echo("\n".join(summary_lines(summary)))
+    typer.secho(f"demo finished: outputs in {out} (demo-summary.json has every number)", fg=typer.colors.GREEN)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from core import zoo
 from core.config import S3JediConfig, config_hash, save_config
 from core.logs import get_logger
+from core.progress import Progress
 
 log = get_logger("demo")
 PROMPTS = ["a photo of the subject on the beach", "a photo of the subject in the snow"]
@@ -54,7 +55,7 @@ def build_dataset(cfg: S3JediConfig, out_dir: Path) -> dict:
 
 def train(cfg: S3JediConfig, out_dir: Path, dataset: str, steps: int) -> dict:
     from core.config.training import DataSource
-    from training.jedi.trainer import fit
+    from training.jedi.recipe import fit
 
     train_cfg = cfg.model_copy(deep=True)
     t = train_cfg.train.jedi
@@ -139,6 +140,18 @@ def toyworld(cfg: S3JediConfig, out_dir: Path) -> dict:
     return {k: result[k] for k in ("subject", "novel", "identity", "scene_accuracy", "grid")}
 
 
+STEPS = (
+    "zoo build",
+    "S3 dataset build",
+    "JeDi training",
+    "personalize (trained JeDi)",
+    "fine-tune (Textual Inversion)",
+    "evaluate (DreamBooth protocol)",
+    "serve (HTTP personalize)",
+    "ToyWorld personalization (shipped checkpoints)",
+)
+
+
 def run_demo(cfg: S3JediConfig, out_dir: Path, references: Path, train_steps: int = 10) -> dict:
     _photos(references)  # fail before any work when the photos are missing
     for stale in ("s3", "runs", "eval", "subjects"):  # a demo starts fresh; rerunning a real job would resume it
@@ -146,25 +159,49 @@ def run_demo(cfg: S3JediConfig, out_dir: Path, references: Path, train_steps: in
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir)
     steps: dict[str, dict] = {}
+    # In a terminal a bar shows the step running; each finished step is one log line either way.
+    bar = Progress(total=len(STEPS), desc="demo", unit="step", log_lines=False)
 
     def step(name: str, fn: Callable[[], dict]) -> dict:
         start = time.perf_counter()
-        log.info(f"demo: {name} ...")
+        bar.set_description(f"demo: {name}")
         result = fn()
         steps[name] = {**result, "seconds": round(time.perf_counter() - start, 2)}
-        log.info(f"demo: {name} done", seconds=steps[name]["seconds"])
+        bar.update()
+        log.info(f"demo {len(steps)}/{len(STEPS)}: {name}", seconds=steps[name]["seconds"])
         return result
 
-    step("zoo build", lambda: {"built": [r.family for r in zoo.build("tiny", home=cfg.home) if r.status == "built"]})
-    dataset = step("S3 dataset build", lambda: build_dataset(cfg, out_dir))
-    trained = step("JeDi training", lambda: train(cfg, out_dir, dataset["out"], train_steps))
-    cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"jedi": trained["export"]})})
-    step("personalize (trained JeDi)", lambda: personalize(cfg, references, out_dir))
-    step("fine-tune (Textual Inversion)", lambda: finetune_subject(cfg, out_dir, references, max(2, train_steps // 2)))
-    step("evaluate (DreamBooth protocol)", lambda: evaluate(cfg, out_dir, EVAL_SUBJECT))
-    step("serve (HTTP personalize)", lambda: serve(cfg, references, out_dir))
-    step("ToyWorld personalization (shipped checkpoints)", lambda: toyworld(cfg, out_dir))
+    with bar:
+        step(STEPS[0], lambda: {"built": [r.family for r in zoo.build("tiny", home=cfg.home) if r.status == "built"]})
+        dataset = step(STEPS[1], lambda: build_dataset(cfg, out_dir))
+        trained = step(STEPS[2], lambda: train(cfg, out_dir, dataset["out"], train_steps))
+        cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"jedi": trained["export"]})})
+        step(STEPS[3], lambda: personalize(cfg, references, out_dir))
+        step(STEPS[4], lambda: finetune_subject(cfg, out_dir, references, max(2, train_steps // 2)))
+        step(STEPS[5], lambda: evaluate(cfg, out_dir, EVAL_SUBJECT))
+        step(STEPS[6], lambda: serve(cfg, references, out_dir))
+        step(STEPS[7], lambda: toyworld(cfg, out_dir))
 
-    summary = {"profile": cfg.profile, "config_hash": config_hash(cfg), "steps": steps}
+    summary = {"profile": cfg.profile, "config_hash": config_hash(cfg), "out": str(out_dir), "steps": steps}
     (out_dir / "demo-summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     return summary
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """One line per step: its seconds and what it made (paths relative to the output directory);
+    ``demo-summary.json`` has every number."""
+    out = Path(summary["out"]).resolve()
+
+    def show(value) -> str:
+        if isinstance(value, list):
+            return " ".join(map(show, value)) or "-"
+        if isinstance(value, str) and value.startswith("/") and Path(value).resolve().is_relative_to(out):
+            return str(Path(value).resolve().relative_to(out))
+        return str(value)
+
+    width = max(map(len, summary["steps"]))
+    lines = [f"demo ({summary['profile']}, config {summary['config_hash']}) in {out}:"]
+    for name, result in summary["steps"].items():
+        facts = ", ".join(f"{k} {show(v)}" for k, v in result.items() if k != "seconds")
+        lines.append(f"  {name:<{width}} {result['seconds']:7.1f} s  {facts}")
+    return lines

@@ -31,6 +31,7 @@ class JobKind:
     command: tuple[str, ...]
     out_root: str | None  # the cluster.storage field under which `--out` defaults to <root>/<profile>
     help: str
+    out_name: str | None = None  # `--out` defaults to <root>/<profile>-<out_name> (beside another kind's)
 
 
 KINDS = {
@@ -53,6 +54,35 @@ KINDS = {
             "Fine-tune subjects: python -m training finetune (pass --subjects/--method after --).",
         ),
         JobKind("eval", "evaluation", (), "evaluations", "Run the DreamBooth benchmark: python -m evaluation."),
+        JobKind(
+            "selfdistill",
+            "training",
+            ("selfdistill",),
+            None,
+            "Self-distil subjects: python -m training selfdistill (pass --subjects after --).",
+        ),
+        JobKind(
+            "multiconcept",
+            "training",
+            ("multiconcept",),
+            None,
+            "Learn a scene's concepts: python -m training multiconcept (pass --scene after --).",
+        ),
+        JobKind(
+            "toyworld-train",
+            "training",
+            ("toyworld", "train"),
+            None,
+            "Train ToyWorld's JeDi recipe (data, base, JeDi; resumes): python -m training toyworld train.",
+        ),
+        JobKind(
+            "toyworld-eval",
+            "cluster.cli",
+            ("toyworld", "eval"),
+            "evaluations",
+            "Run the ToyWorld experiment (JeDi, ablations, fine-tuning rows): python -m cluster.cli toyworld eval.",
+            out_name="toyworld",
+        ),
     )
 }
 
@@ -79,11 +109,14 @@ def storage_overrides(kind: JobKind, cfg: S3JediConfig) -> list[str]:
     out = []
     if kind.name == "train" and s.checkpoints:
         out.append(f"train.jedi.run.storage_path={s.checkpoints}")
-    if kind.name == "finetune":
+    if kind.name in ("finetune", "selfdistill", "multiconcept"):
         if s.checkpoints:
-            out.append(f"finetune.run.storage_path={s.checkpoints}")
+            section = "multiconcept" if kind.name == "multiconcept" else "finetune"
+            out.append(f"{section}.run.storage_path={s.checkpoints}")
         if s.subjects:
             out.append(f"finetune.store={s.subjects}")
+    if kind.name == "toyworld-train" and s.checkpoints:
+        out.append(f"toyworld.train.out={storage.join(s.checkpoints, 'toyworld')}")
     return out
 
 
@@ -92,10 +125,16 @@ def written_paths(kind: JobKind, cfg: S3JediConfig, out: str | None) -> dict[str
     paths = {"--out": out} if out is not None else {}
     if kind.name == "train":
         paths["train.jedi.run.storage_path"] = cfg.train.jedi.run.storage_path
-    if kind.name == "finetune":
+    if kind.name in ("finetune", "selfdistill"):
         paths["finetune.run.storage_path"] = cfg.finetune.run.storage_path
-        if cfg.finetune.store is not None:
-            paths["finetune.store"] = cfg.finetune.store
+    if kind.name == "multiconcept":
+        paths["multiconcept.run.storage_path"] = cfg.multiconcept.run.storage_path
+    if kind.name in ("finetune", "selfdistill", "multiconcept") and cfg.finetune.store is not None:
+        paths["finetune.store"] = cfg.finetune.store
+    if kind.name == "toyworld-train":
+        paths["toyworld.train.out"] = cfg.toyworld.train.out
+        if cfg.toyworld.train.ship is not None:
+            paths["toyworld.train.ship"] = cfg.toyworld.train.ship
     return paths
 
 
@@ -196,7 +235,7 @@ def build_request(
         root = getattr(cfg.cluster.storage, kind.out_root)
         if root is None:
             raise JobSpecError(f"--out: required (or set cluster.storage.{kind.out_root})")
-        out = storage.join(root, cfg.profile)
+        out = storage.join(root, f"{cfg.profile}-{kind.out_name}" if kind.out_name else cfg.profile)
     if out is not None and kind.out_root is None:
         raise JobSpecError(f"--out: {kind.name} takes no --out; its storage is set in the config (cluster.storage.*)")
     check_durable(written_paths(kind, cfg, out))

@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from core.config import S3JediConfig
+from core.logs import RAY_WORKER_SETUP_HOOK, library_env
 from core.paths import REPO_ROOT
 
 CLUSTER_PROVIDED = {"ray"}
@@ -76,10 +77,19 @@ def runtime_env(cfg: S3JediConfig, repo: Path = REPO_ROOT) -> dict:
     from ray.runtime_env import RuntimeEnv
 
     c = cfg.cluster
-    env: dict = {"env_vars": job_env_vars(cfg, c.storage.models, c.storage.hf_home)}
+    # The quiet terminal of a local run (core.logs) for the job's driver and workers; the configured
+    # variables win. Ray takes no setup hook beside image_uri, so an image job's workers get the
+    # environment only (Ray's own INFO lines stay).
+    env: dict = {"env_vars": {**library_env(), **job_env_vars(cfg, c.storage.models, c.storage.hf_home)}}
     if c.packages == "image":
         env["image_uri"] = c.image
+    elif not (repo / "pyproject.toml").is_file():
+        raise ValueError(
+            f"cluster.packages={c.packages}: the job's code is the checkout it is submitted from, and s3jedi "
+            f"runs from an installed package here ({repo}); submit from a checkout, or use cluster.packages=image"
+        )
     else:
+        env["worker_process_setup_hook"] = RAY_WORKER_SETUP_HOOK
         env["working_dir"] = str(repo)
         env["excludes"] = list(c.excludes)
         if c.packages == "pip":

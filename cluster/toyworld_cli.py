@@ -11,7 +11,15 @@ import typer
 
 from evaluation.toyworld import cli as evaluation_toyworld
 from training.toyworld import cli as training_toyworld
-from training.toyworld.finetuned import finetune_subjects
+
+
+def finetune_subjects(cfg, subjects, size):
+    """Training's fine-tuning of the novel subjects, imported when ``eval`` runs: it pulls in torch,
+    which ``s3jedi --help`` must not wait for."""
+    from training.toyworld.finetuned import finetune_subjects as run
+
+    return run(cfg, subjects, size)
+
 
 app = typer.Typer(
     help="ToyWorld: a rendered world with an answer key where personalization is measured on a CPU "

@@ -11,11 +11,18 @@ from typing import Annotated
 import typer
 
 from core.config import ConfigError, S3JediConfig, load_config
+from core.ray_runtime import RayStartError
 from core.zoo import ZooError
 
 ConfigOpt = Annotated[
     str,
-    typer.Option("--config", "-c", help="profile name in configs/ (tiny, sd14, sdxl) or a YAML path"),
+    typer.Option(
+        "--config",
+        "-c",
+        help="profile name in configs/ (tiny, sd14, sdxl) or a YAML path; relative paths in a config are taken "
+        "from the current directory (files s3jedi ships, such as assets/... or ../shared/..., from the "
+        "installation if not there)",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -35,4 +42,4 @@ def config_from(config: str, overrides: list[str] | None) -> S3JediConfig:
         raise fail(str(exc)) from None
 
 
-USER_ERRORS = (ConfigError, ZooError, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, ZooError, ValueError, FileNotFoundError, RayStartError)

@@ -1,9 +1,10 @@
 """Local paths and object-store URIs behind one interface (pyarrow filesystems).
 
 Datasets, checkpoints, exports and the model store may live on a laptop disk, an NFS mount or
-``s3://``/``gs://``. Relative local paths are taken relative to the repository root, which is also
-the working directory of a job shipped with ``ray job submit --working-dir .``, so the same config
-means the same place locally and on a cluster.
+``s3://``/``gs://``. Relative local paths are taken from the working directory of the command
+(``core.paths.workdir``); one that names a file s3jedi ships and is not there is the shipped one.
+A job shipped with ``ray job submit --working-dir .`` runs in its copy of the checkout, so a config
+run from the checkout's root means the same place locally and on a cluster.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from core.paths import REPO_ROOT
+from core.paths import REPO_ROOT, SHIPPED, workdir
 
 
 def is_uri(path: str) -> bool:
@@ -20,13 +21,20 @@ def is_uri(path: str) -> bool:
 
 
 def local_path(path: str | Path) -> Path:
-    """A local path; relative ones are anchored at the repository root."""
+    """A local path; relative ones are taken from the working directory, or from the installation
+    for a shipped file (``core.paths.SHIPPED``) the working directory does not have."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+    if p.is_absolute():
+        return p
+    here = workdir() / p
+    shipped = any(p.parts[: len(prefix)] == prefix for prefix in SHIPPED)
+    if shipped and not here.exists() and (REPO_ROOT / p).exists():
+        return (REPO_ROOT / p).resolve()
+    return here.resolve()
 
 
 def resolve(path: str | Path) -> str:
-    """The absolute form of ``path``: URIs unchanged, local paths anchored at the repository root."""
+    """The absolute form of ``path``: URIs unchanged, local paths as ``local_path`` takes them."""
     text = str(path)
     return text if is_uri(text) else str(local_path(text))
 

@@ -33,7 +33,8 @@ The card (``SubjectCard``, format version 1)
     at most 64 characters (``SUBJECT_ID_PATTERN``). Ids arrive in HTTP requests, so they can never
     contain ``/``, ``.`` or anything else that could walk out of the store.
 ``method``
-    ``dreambooth`` | ``ti`` | ``two-stage`` | ``core`` | ``selfdistill`` | ``multiconcept``.
+    a registered method (``core.methods``: ``dreambooth``, ``ti``, ``two-stage``, ``core``,
+    ``selfdistill``, ``multiconcept``, or one a plugin registers); drawing applies its inference step.
 ``base_model``
     the ``models.sd`` reference the subject was trained on (``tiny``, a hub id or a path); weights
     only make sense on that base.
@@ -83,8 +84,6 @@ SUBJECT_ID_MAX_LENGTH = 64
 SUBJECT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
 
-Method = Literal["dreambooth", "ti", "two-stage", "core", "selfdistill", "multiconcept"]
-
 
 class SubjectNotFoundError(LookupError):
     """No (complete) subject with this id in the store."""
@@ -102,6 +101,13 @@ def validate_subject_id(subject_id: object) -> str:
             "(lower-case letters, digits, '-' and '_', starting with a letter or digit)"
         )
     return subject_id
+
+
+def make_subject_id(template: str, subject: str, method: str) -> str:
+    """An output id from a template (``{subject}-{method}``): filled, lower-cased, characters outside
+    ``[a-z0-9_-]`` become ``-``."""
+    raw = template.replace("{subject}", subject).replace("{method}", method).lower()
+    return validate_subject_id(re.sub(r"[^a-z0-9_-]+", "-", raw).strip("-_")[:SUBJECT_ID_MAX_LENGTH])
 
 
 class SubjectWeights(BaseModel):
@@ -137,7 +143,7 @@ class SubjectCard(BaseModel):
 
     format_version: Literal[1] = FORMAT_VERSION
     subject_id: str
-    method: Method
+    method: str
     base_model: str = Field(..., min_length=1, description="models.sd reference the subject was trained on")
     tokens: list[str] = Field(..., min_length=1, max_length=16, description='identifier tokens, e.g. ["<sks>"]')
     class_word: str = Field(..., min_length=1, max_length=64)
@@ -151,6 +157,13 @@ class SubjectCard(BaseModel):
     @classmethod
     def _id(cls, value: str) -> str:
         return validate_subject_id(value)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        from core.methods import get
+
+        return get(value).name
 
     @field_validator("tokens")
     @classmethod

@@ -20,9 +20,9 @@ from core.s3 import encode_image, encode_mask
 from datagen.imaging import decode_items, model_dtype, output_problem
 from datagen.rows import Item, Reject, RejectRow, WorkRow
 from datagen.seeds import derive_seed, generator, rng
+from datagen.stage import Stage
 
-STAGE = "backgrounds"
-VERSION = "1"
+NAME = "backgrounds"
 
 
 def compose(
@@ -62,20 +62,20 @@ class BackgroundPainter:
 
     def __call__(self, row: WorkRow) -> WorkRow:
         cfg = self.cfg
-        decoded, rejects = decode_items(row, STAGE, with_masks=True)
+        decoded, rejects = decode_items(row, NAME, with_masks=True)
         jobs = []  # (item, composite, mask, prompt, seed)
         for i, (item, crop, mask) in enumerate(decoded):
-            r = rng(derive_seed(row.seed, STAGE, "layout", i))
+            r = rng(derive_seed(row.seed, NAME, "layout", i))
             scale = float(r.uniform(cfg.scale_min, cfg.scale_max))
             composite, full = compose(
                 crop, mask, cfg.size, scale, (float(r.random()), float(r.random())), cfg.canvas_color
             )
             if not full.any():
-                rejects.append(Reject(STAGE, "empty-mask", f"no subject pixel left at scale {scale:.3f}", item.source))
+                rejects.append(Reject(NAME, "empty-mask", f"no subject pixel left at scale {scale:.3f}", item.source))
                 continue
             scene = row.scenes[i % len(row.scenes)]
             prompt = cfg.prompt_template.format(subject=row.subject, scene=scene)
-            jobs.append((item, composite, full, prompt, derive_seed(row.seed, STAGE, i)))
+            jobs.append((item, composite, full, prompt, derive_seed(row.seed, NAME, i)))
         if not jobs:
             raise RejectRow("no-images", "no instance could be placed on a canvas", rejects)
         painted = self.pipe(
@@ -94,7 +94,7 @@ class BackgroundPainter:
         for (item, composite, full, prompt, seed), image in zip(jobs, painted, strict=True):
             problem = output_problem(image, (cfg.size, cfg.size))
             if problem:
-                rejects.append(Reject(STAGE, "bad-output", problem, item.source))
+                rejects.append(Reject(NAME, "bad-output", problem, item.source))
                 continue
             final = paste_subject(image, composite, full)
             items.append(Item(encode_image(final), encode_mask(full), prompt, seed, item.source, item.score))
@@ -109,3 +109,6 @@ def load(cfg: S3JediConfig, device: str) -> BackgroundPainter:
     )
     pipe.set_progress_bar_config(disable=True)
     return BackgroundPainter(pipe, cfg.datagen.backgrounds, cfg.datagen.consistency.min_set_size)
+
+
+STAGE = Stage(NAME, version="1", families=("inpaint",), section=BackgroundsSection, load=load)

@@ -42,22 +42,44 @@ def datagen(
         f"({s['this_run']['sets']} made by this run in {s['this_run']['wall_s']:.0f}s)",
         soft_wrap=True,  # never break the path
     )
+    rebuilt = s["this_run"].get("rebuilt_shards") or {}
+    if rebuilt:
+        console.print(
+            f"[yellow]rebuilt {len(rebuilt)} damaged shard(s)[/yellow]: "
+            + "; ".join(f"{name} ({why})" for name, why in rebuilt.items()),
+            soft_wrap=True,
+        )
 
 
 @app.command()
-def show(root: Annotated[str, typer.Argument(help="dataset directory or URI")]) -> None:
-    """Print a dataset's summary: sets, images, per-stage counts and reject reasons."""
+def show(
+    root: Annotated[str, typer.Argument(help="dataset directory or URI")],
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="also check every finished shard against its marker (footer, rows, checksum)"),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print summary.json as it is")] = False,
+) -> None:
+    """Print a dataset's summary: sets, images, per-stage counts and reject reasons (exit 1 if --verify finds damage)."""
     import json
 
     from core.s3 import read_summary
+    from datagen.show import render, verify_shards
 
     try:
         summary = read_summary(root)
     except FileNotFoundError as exc:
         raise fail(f"{root}: no summary.json ({exc})") from None
-    Console().print_json(
-        json.dumps({k: summary[k] for k in ("sets", "images", "acceptance_rate", "rejects_by_reason")})
-    )
+    console = Console()
+    if as_json:
+        console.print_json(json.dumps(summary))
+    else:
+        try:
+            render(root, summary, console)
+        except USER_ERRORS as exc:
+            raise fail(str(exc)) from None
+    if verify and not verify_shards(root, console):
+        raise typer.Exit(1)
 
 
 def main() -> None:

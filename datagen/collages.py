@@ -15,9 +15,9 @@ from core.s3 import encode_image
 from datagen.imaging import model_dtype, output_problem
 from datagen.rows import Item, Reject, RejectRow, WorkRow
 from datagen.seeds import derive_seed, generator
+from datagen.stage import Stage
 
-STAGE = "collages"
-VERSION = "1"
+NAME = "collages"
 
 
 class CollageMaker:
@@ -29,7 +29,7 @@ class CollageMaker:
         cfg = self.cfg
         prompt = cfg.prompt_template.format(subject=row.subject)
         n = cfg.images_per_subject
-        seeds = [derive_seed(row.seed, STAGE, i) for i in range(n)]
+        seeds = [derive_seed(row.seed, NAME, i) for i in range(n)]
         images = self.pipe(
             prompt=[prompt] * n,
             negative_prompt=[cfg.negative_prompt] * n,
@@ -44,7 +44,7 @@ class CollageMaker:
         for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
             problem = output_problem(image, (cfg.size, cfg.size))
             if problem:
-                rejects.append(Reject(STAGE, "bad-output", problem, f"collage {i}"))
+                rejects.append(Reject(NAME, "bad-output", problem, f"collage {i}"))
             else:
                 items.append(Item(encode_image(image), None, prompt, seed, f"collage {i}"))
         if not items:
@@ -58,3 +58,6 @@ def load(cfg: S3JediConfig, device: str) -> CollageMaker:
     )
     pipe.set_progress_bar_config(disable=True)
     return CollageMaker(pipe, cfg.datagen.collages)
+
+
+STAGE = Stage(NAME, version="1", families=("sdxl",), section=CollagesSection, load=load)

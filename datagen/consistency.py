@@ -19,9 +19,9 @@ from core.config.datagen import ConsistencySection
 from core.metrics.similarity import cosine_matrix, foreground, mean_pairwise
 from datagen.imaging import decode_items
 from datagen.rows import RejectRow, WorkRow
+from datagen.stage import Stage
 
-STAGE = "consistency"
-VERSION = "1"
+NAME = "consistency"
 
 
 def select_consistent(sim: torch.Tensor, threshold: float, min_size: int, max_size: int) -> list[int] | None:
@@ -55,7 +55,7 @@ class ConsistencyFilter:
 
     def __call__(self, row: WorkRow) -> WorkRow:
         cfg = self.cfg
-        decoded, rejects = decode_items(row, STAGE, with_masks=True)
+        decoded, rejects = decode_items(row, NAME, with_masks=True)
         if len(decoded) < cfg.min_set_size:
             raise RejectRow("too-few-instances", f"{len(decoded)} instances < min_set_size {cfg.min_set_size}", rejects)
         embeddings = self.clip.encode_images([foreground(image, mask) for _, image, mask in decoded])
@@ -77,3 +77,6 @@ class ConsistencyFilter:
 
 def load(cfg: S3JediConfig, device: str) -> ConsistencyFilter:
     return ConsistencyFilter(zoo.load("clip", cfg.models.clip, device=device, home=cfg.home), cfg.datagen.consistency)
+
+
+STAGE = Stage(NAME, version="1", families=("clip",), section=ConsistencySection, load=load)

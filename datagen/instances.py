@@ -21,9 +21,9 @@ from core.grounded_segmentation import Instance, find_instances
 from core.s3 import encode_image, encode_mask
 from datagen.imaging import decode_items
 from datagen.rows import Item, Reject, RejectRow, WorkRow
+from datagen.stage import Stage
 
-STAGE = "instances"
-VERSION = "1"
+NAME = "instances"
 
 Box = tuple[int, int, int, int]
 
@@ -91,7 +91,7 @@ def select_instances(
         mask = box_mask(inst.mask, box)
         problem = check_instance(box, mask, image.width, image.height, [k[0] for k in kept], cfg)
         if problem:
-            rejects.append(Reject(STAGE, problem[0], problem[1], f"{source} box {j}"))
+            rejects.append(Reject(NAME, problem[0], problem[1], f"{source} box {j}"))
         else:
             kept.append((box, mask, inst.score, j))
     return kept, rejects
@@ -104,7 +104,7 @@ class InstanceCutter:
         self.cfg = cfg
 
     def __call__(self, row: WorkRow) -> WorkRow:
-        decoded, rejects = decode_items(row, STAGE, with_masks=False)
+        decoded, rejects = decode_items(row, NAME, with_masks=False)
         items: list[Item] = []
         detections = 0
         for item, image, _ in decoded:
@@ -138,3 +138,6 @@ def load(cfg: S3JediConfig, device: str) -> InstanceCutter:
     detector = zoo.load("detector", cfg.models.detector, device=device, home=cfg.home)
     segmenter = zoo.load("segmenter", cfg.models.segmenter, device=device, home=cfg.home)
     return InstanceCutter(detector, segmenter, cfg.datagen.instances)
+
+
+STAGE = Stage(NAME, version="1", families=("detector", "segmenter"), section=InstancesSection, load=load)

@@ -3,8 +3,9 @@
 ``build(cfg, out)`` is what ``s3jedi datagen`` and ``python -m datagen`` (under ``ray job submit``)
 run. It refuses bad input before any model loads (no categories, missing models, GPUs requested on a
 machine without any, an output directory started with other settings), resumes from whatever an
-earlier run of the same settings completed (see ``output``), and stops with ``StageFailedError`` when
-a stage fails on every row that reaches it.
+earlier run of the same settings completed and still verifies (damaged shards are rebuilt; see
+``output``), ends with the summary and the dataset card, and stops with ``StageFailedError`` when a
+stage fails on every row that reaches it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from core import storage, zoo
 from core.config import S3JediConfig, config_hash, save_config
 from core.logs import get_logger
 from core.ray_runtime import init_ray
-from core.s3 import MODEL_ROLES, read_rejects, write_bytes
+from core.s3 import read_rejects, write_bytes
 from datagen import ray_stages, stages, subjects
-from datagen.output import OutputDir, compact_shard, reject_rows
+from datagen.output import OutputDir, check_shard, compact_shard, reject_rows, shard_name
 from datagen.progress import Display, shard_done
 from datagen.rows import WorkRow, to_table
 from datagen.summary import StageFailedError, Tally, stage_table, steady_rate, summary_dict
@@ -70,7 +71,9 @@ def fingerprint(settings: dict[str, Any]) -> str:
 
 
 def model_refs(cfg: S3JediConfig) -> dict[str, str]:
-    refs = {role: getattr(cfg.models, role) for role in MODEL_ROLES}
+    """``models.<family>`` of every family the stages declare, in pipeline order (``llm`` is "template" for
+    the template backend)."""
+    refs = {f: getattr(cfg.models, f) for s in stages.pipeline() for f in s.families}
     if cfg.datagen.subjects.backend == "template":
         refs["llm"] = "template"
     return refs
@@ -81,16 +84,13 @@ def provenance(cfg: S3JediConfig, fp: str) -> dict[str, Any]:
         "config_hash": config_hash(cfg),
         "fingerprint": fp,
         "models": model_refs(cfg),
-        "stage_versions": stages.stage_versions(),
+        "stage_versions": stages.versions(),
     }
 
 
 def check_models(cfg: S3JediConfig) -> None:
     """Every model the build will load exists (tiny built, local path present): fail now, not in a worker."""
-    families = [f for fams in stages.MODEL_FAMILIES.values() for f in fams]
-    if cfg.datagen.subjects.backend != "template":
-        families.append("llm")
-    for family in families:
+    for family in stages.model_families(cfg):
         zoo.resolve(family, getattr(cfg.models, family), cfg.home)
 
 
@@ -102,7 +102,7 @@ def check_gpus(cfg: S3JediConfig) -> None:
     if cfg.datagen.execution == "fused":
         wanted = {"datagen.fused.num_gpus": cfg.datagen.fused.num_gpus}
     else:
-        wanted = {f"datagen.{s}.resources.num_gpus": stages.resources(cfg, s).num_gpus for s in stages.IMAGE_STAGES}
+        wanted = {f"datagen.{s.name}.resources.num_gpus": s.resources(cfg).num_gpus for s in stages.image_stages()}
     if cfg.datagen.subjects.backend == "transformers":
         wanted["datagen.subjects.resources.num_gpus"] = cfg.datagen.subjects.resources.num_gpus
     asking = [f"{k}={v}" for k, v in wanted.items() if v > 0]
@@ -144,7 +144,7 @@ def _run_subjects(
     rows = [
         {
             "row_id": f"category:{c.category}",
-            "stage": subjects.STAGE,
+            "stage": subjects.NAME,
             "reason": c.reason,
             "details": c.details,
             "item": None,
@@ -153,7 +153,7 @@ def _run_subjects(
     ]
     for sid, rej in rejects:
         rows.extend(reject_rows(sid, [rej]))
-    output.write_rejects(rows, subjects.STAGE)
+    output.write_rejects(rows, subjects.NAME)
     size = cfg.datagen.shard_size
     table = [
         {
@@ -252,6 +252,21 @@ def _run_images(cfg: S3JediConfig, output: OutputDir, table: list[dict], prov: d
     }
 
 
+def check_shards(cfg: S3JediConfig, output: OutputDir) -> dict[str, str]:
+    """Verify every finished shard against its marker, in parallel Ray tasks: a damaged one is discarded
+    (this run rebuilds it from its subjects), one of an older builder is brought to the current format.
+    Returns ``{shard name: what was wrong}`` for the discarded ones."""
+    import ray
+
+    shards = sorted(output.done().items())
+    check = ray.remote(num_cpus=cfg.datagen.writer.num_cpus)(check_shard)
+    found = ray.get([check.remote(output.root, marker) for _, marker in shards])
+    damaged = {shard_name(shard): reason for (shard, _), reason in zip(shards, found, strict=True) if reason}
+    for name, reason in damaged.items():
+        log.warning("damaged shard: rebuilding it", shard=name, reason=reason)
+    return damaged
+
+
 def _collect(futures: list, finished: int, total: int, wait: bool) -> tuple[list, int]:
     """Log the compactions that have finished (all of them with ``wait``); return the rest."""
     import ray
@@ -284,6 +299,8 @@ def build(cfg: S3JediConfig, out: str, console: Console | None = None) -> BuildR
 
     saved = output.read_subjects()
     table, stats = saved if saved is not None else _run_subjects(cfg, requests, output, category_rejects)
+    rebuilt = check_shards(cfg, output)
+    output.upgrade_rejects(subjects.NAME)
     live = Tally()
     _subjects_tally(live, stats)
     run = _run_images(cfg, output, table, provenance(cfg, fp), live, console) if table else {"sets": 0, "subjects": 0}
@@ -294,10 +311,12 @@ def build(cfg: S3JediConfig, out: str, console: Console | None = None) -> BuildR
     for marker in markers.values():
         for row in marker["rows"]:
             final.add(row)
+    rejects = read_rejects(root)
+    final.count_dropped(rejects)
     wall = time.perf_counter() - start
     summary = summary_dict(
         final,
-        read_rejects(root),
+        rejects,
         {
             "out": root,
             "profile": cfg.profile,
@@ -309,10 +328,12 @@ def build(cfg: S3JediConfig, out: str, console: Console | None = None) -> BuildR
                 "wall_s": wall,
                 **run,
                 "sets_per_min": 60 * run["sets"] / wall if wall > 0 else 0.0,
+                "rebuilt_shards": rebuilt,
             },
         },
     )
     output.write_summary(summary)
+    output.write_card(summary, provenance(cfg, fp), rejects.num_rows)
     (console or Console(stderr=True)).print(stage_table(final, f"S3 build: {final.sets} sets, {final.images} images"))
     failed = final.failed_stage(at_least=1)
     if failed:

@@ -1,9 +1,9 @@
 """The Ray Data shell around the stages: actor classes for model stages, tasks for the rest.
 
 Each actor loads its models once (``Lazy``) and applies its stage row by row through
-``rows.apply_stage``, the error boundary. One class per stage so that Ray Data's
-operators, progress bars and stats carry the stage's name (``MapBatches(Collages)``); ``ImageStages``
-runs them all in one actor (``datagen.execution: fused``).
+``rows.apply_stage``, the error boundary. One class per stage, made from the stage's declaration
+(``actor_class``), so that Ray Data's operators, progress bars and stats carry the stage's name
+(``MapBatches(Collages)``); ``ImageStages`` runs them all in one actor (``datagen.execution: fused``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from core.config import S3JediConfig
 from datagen import output, stages, subjects, vllm_backend
 from datagen.imaging import model_dtype
 from datagen.rows import apply_stage, error_details, from_table, to_table
+from datagen.stage import Stage, device
 
 
 class StageLoadError(RuntimeError):
@@ -46,52 +47,37 @@ class Lazy:
         return self.value
 
 
-def lazy_stage(cfg: S3JediConfig, name: str, device: str) -> Callable:
+def lazy_stage(cfg: S3JediConfig, stage: Stage, device: str) -> Callable:
     """The stage's ``WorkRow -> WorkRow`` callable, its models loaded on the first row."""
-    stage = Lazy(lambda: stages.IMAGE_STAGES[name].load(cfg, device), f"the {name} models")
-    return lambda row: stage.get()(row)
+    fn = Lazy(lambda: stage.load(cfg, device), f"the {stage.name} models")
+    return lambda row: fn.get()(row)
 
 
-class _StageActor:
-    stage: str
+class StageActor:
+    """Runs one image stage. ``actor_class`` makes a subclass per stage, named after it."""
+
+    stage: Stage
 
     def __init__(self, cfg: S3JediConfig):
-        self.fn = lazy_stage(cfg, self.stage, stages.device(stages.resources(cfg, self.stage)))
+        self.fn = lazy_stage(cfg, self.stage, device(self.stage.resources(cfg)))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return to_table([apply_stage(self.stage, self.fn, row) for row in from_table(batch)])
+        return to_table([apply_stage(self.stage.name, self.fn, row) for row in from_table(batch)])
 
 
-class Collages(_StageActor):
-    stage = "collages"
-
-
-class Instances(_StageActor):
-    stage = "instances"
-
-
-class Consistency(_StageActor):
-    stage = "consistency"
-
-
-class Backgrounds(_StageActor):
-    stage = "backgrounds"
-
-
-class Stylize(_StageActor):
-    stage = "stylize"
-
-
-ACTORS: dict[str, type[_StageActor]] = {c.stage: c for c in (Collages, Instances, Consistency, Backgrounds, Stylize)}
+def actor_class(stage: Stage) -> type[StageActor]:
+    """The actor class of ``stage`` (``Collages`` for ``collages``): its own class only so that Ray Data's
+    operators, progress bars and stats carry the stage's name (``MapBatches(Collages)``)."""
+    return type(stage.class_name, (StageActor,), {"stage": stage, "__doc__": f"Runs the {stage.name} stage."})
 
 
 class ImageStages:
     """``execution: fused``: every image stage in one actor, in order, row by row. Models load on the
     first row that reaches their stage, so a build whose rows all stop early never loads the later ones."""
 
-    def __init__(self, cfg: S3JediConfig):
-        device = stages.device(cfg.datagen.fused)
-        self.fns = {name: lazy_stage(cfg, name, device) for name in stages.IMAGE_STAGES}
+    def __init__(self, cfg: S3JediConfig, stage_list: tuple[Stage, ...]):
+        dev = device(cfg.datagen.fused)
+        self.fns = {stage.name: lazy_stage(cfg, stage, dev) for stage in stage_list}
 
     def _row(self, row):
         for name, fn in self.fns.items():
@@ -103,15 +89,19 @@ class ImageStages:
 
 
 def image_pipeline(ds, cfg: S3JediConfig, root: str):
-    """Chain the image stages and the writer onto a dataset of work rows."""
+    """Chain the image stages and the writer onto a dataset of work rows. The stage list is read here, in
+    the driver, and travels with the actors, so a stage registered in the driver runs in every worker."""
     import ray.data
 
-    pools = ACTORS.items() if cfg.datagen.execution == "pools" else [("fused", ImageStages)]
-    for name, actor in pools:
-        res = cfg.datagen.fused if name == "fused" else stages.resources(cfg, name)
+    stage_list = stages.image_stages()
+    if cfg.datagen.execution == "pools":
+        pools = [(actor_class(s), {"cfg": cfg}, s.resources(cfg)) for s in stage_list]
+    else:
+        pools = [(ImageStages, {"cfg": cfg, "stage_list": stage_list}, cfg.datagen.fused)]
+    for actor, kwargs, res in pools:
         ds = ds.map_batches(
             actor,
-            fn_constructor_kwargs={"cfg": cfg},
+            fn_constructor_kwargs=kwargs,
             batch_size=res.batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=res.concurrency),
@@ -137,11 +127,11 @@ class SubjectWriter:
     A failing batch, or a model that does not load, becomes ``error`` answers (rejects), not a crash."""
 
     def __init__(self, cfg: S3JediConfig):
-        device = stages.device(cfg.datagen.subjects.resources)
-        dtype = model_dtype(cfg.datagen.precision, device)
+        dev = device(cfg.datagen.subjects.resources)
+        dtype = model_dtype(cfg.datagen.precision, dev)
         self.writer = Lazy(
             lambda: subjects.TransformersWriter(
-                zoo.load("llm", cfg.models.llm, device=device, dtype=dtype, home=cfg.home), cfg.datagen.subjects
+                zoo.load("llm", cfg.models.llm, device=dev, dtype=dtype, home=cfg.home), cfg.datagen.subjects
             ),
             "models.llm",
         )

@@ -1,35 +1,72 @@
-"""The image stages in pipeline order, with what each needs: a loader, a version, its resources.
+"""The builder's stages in pipeline order, derived from what each stage module declares (``datagen.stage``).
 
-A stage module exposes ``STAGE`` (its name), ``VERSION`` (bump when its output changes for the same
-input; recorded with every set) and ``load(cfg, device)`` returning a callable ``WorkRow -> WorkRow``.
+The built-in stages are listed once, below. A stage from outside the project (a plug-in, a test) is
+added with ``register(stage, after=...)``: its config section becomes ``datagen.<name>``, and the
+pipeline, the actor classes, the model checks and the provenance pick it up. Everything here reads the
+current list, so nothing else changes when a stage is added.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from core.config import S3JediConfig
-from core.config.datagen import StageResources
+from core.config.datagen import add_stage_section, remove_stage_section
 from datagen import backgrounds, collages, consistency, instances, stylize, subjects
+from datagen.stage import Stage
 
-IMAGE_STAGES: dict[str, ModuleType] = {m.STAGE: m for m in (collages, instances, consistency, backgrounds, stylize)}
-STAGE_ORDER: tuple[str, ...] = (subjects.STAGE, *IMAGE_STAGES)
-MODEL_FAMILIES = {
-    "collages": ("sdxl",),
-    "instances": ("detector", "segmenter"),
-    "consistency": ("clip",),
-    "backgrounds": ("inpaint",),
-    "stylize": ("pix2pix",),
-}
-
-
-def stage_versions() -> dict[str, str]:
-    return {subjects.STAGE: subjects.VERSION, **{name: m.VERSION for name, m in IMAGE_STAGES.items()}}
+BUILT_IN: tuple[Stage, ...] = (
+    subjects.STAGE,
+    collages.STAGE,
+    instances.STAGE,
+    consistency.STAGE,
+    backgrounds.STAGE,
+    stylize.STAGE,
+)
+_added: list[tuple[Stage, str]] = []
 
 
-def resources(cfg: S3JediConfig, stage: str) -> StageResources:
-    return getattr(cfg.datagen, stage).resources
+def register(stage: Stage, after: str) -> None:
+    """Add ``stage`` to the pipeline right after the stage named ``after`` (in this process: register it
+    before the config is loaded, in the process that runs the build)."""
+    names = [s.name for s in pipeline()]
+    if stage.name in names:
+        raise ValueError(f"a datagen stage named {stage.name!r} exists already")
+    if after not in names:
+        raise ValueError(f"register({stage.name!r}, after={after!r}): no such stage; stages: {', '.join(names)}")
+    if stage.load is None or "resources" not in stage.section.model_fields:
+        raise ValueError(f"stage {stage.name!r}: an added stage needs load() and a section with resources")
+    add_stage_section(stage.name, stage.section)
+    _added.append((stage, after))
 
 
-def device(res: StageResources) -> str:
-    return "cuda" if res.num_gpus > 0 else "cpu"
+def unregister(name: str) -> None:
+    _added[:] = [(s, after) for s, after in _added if s.name != name]
+    remove_stage_section(name)
+
+
+def pipeline() -> tuple[Stage, ...]:
+    """Every stage in the order a subject goes through them, stage 1 (subjects) first."""
+    order = list(BUILT_IN)
+    for stage, after in _added:
+        order.insert([s.name for s in order].index(after) + 1, stage)
+    return tuple(order)
+
+
+def image_stages() -> tuple[Stage, ...]:
+    """The stages after stage 1, which Ray Data runs on each subject as a ``WorkRow``."""
+    return tuple(s for s in pipeline() if s.load is not None)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(s.name for s in pipeline())
+
+
+def versions() -> dict[str, str]:
+    return {s.name: s.version for s in pipeline()}
+
+
+def model_families(cfg: S3JediConfig) -> tuple[str, ...]:
+    """The zoo families this build loads, in pipeline order (no LLM with the template backend)."""
+    families = [f for s in pipeline() for f in s.families]
+    if cfg.datagen.subjects.backend == "template":
+        families.remove("llm")
+    return tuple(dict.fromkeys(families))

@@ -16,9 +16,9 @@ from core.s3 import encode_image
 from datagen.imaging import decode_items, model_dtype, output_problem
 from datagen.rows import Reject, RejectRow, WorkRow
 from datagen.seeds import derive_seed, generator, rng
+from datagen.stage import Stage
 
-STAGE = "stylize"
-VERSION = "1"
+NAME = "stylize"
 
 
 class Stylizer:
@@ -30,12 +30,12 @@ class Stylizer:
 
     def __call__(self, row: WorkRow) -> WorkRow:
         cfg = self.cfg
-        r = rng(derive_seed(row.seed, STAGE))
+        r = rng(derive_seed(row.seed, NAME))
         if r.random() >= cfg.probability:
             return row
         style = cfg.styles[int(r.integers(len(cfg.styles)))]
-        decoded, rejects = decode_items(row, STAGE, with_masks=False)
-        seeds = [derive_seed(row.seed, STAGE, i) for i in range(len(decoded))]
+        decoded, rejects = decode_items(row, NAME, with_masks=False)
+        seeds = [derive_seed(row.seed, NAME, i) for i in range(len(decoded))]
         edited = self.pipe(
             prompt=[style.instruction] * len(decoded),
             image=[image for _, image, _ in decoded],
@@ -49,7 +49,7 @@ class Stylizer:
         for (item, image, _), out, seed in zip(decoded, edited, seeds, strict=True):
             problem = output_problem(out, image.size)
             if problem:
-                rejects.append(Reject(STAGE, "bad-output", problem, item.source))
+                rejects.append(Reject(NAME, "bad-output", problem, item.source))
                 continue
             items.append(
                 dataclasses.replace(
@@ -69,3 +69,6 @@ def load(cfg: S3JediConfig, device: str) -> Stylizer:
     )
     pipe.set_progress_bar_config(disable=True)
     return Stylizer(pipe, cfg.datagen.stylize, cfg.datagen.consistency.min_set_size)
+
+
+STAGE = Stage(NAME, version="1", families=("pix2pix",), section=StylizeSection, load=load)

@@ -21,9 +21,9 @@ from datagen.categories import CategoryReject, NoCategoriesError, choose, clean_
 from datagen.llm_contract import HINTS, SYSTEM, InvalidAnswer, dedup_key, parse_answer, user_prompt
 from datagen.rows import Reject, error_details
 from datagen.seeds import derive_seed, rng
+from datagen.stage import Stage
 
-STAGE = "subjects"
-VERSION = "1"
+NAME = "subjects"
 
 _COLOURS = ("red", "blue", "green", "yellow", "black", "white", "orange", "purple", "pink", "teal", "brown", "grey")
 _MATERIALS = ("ceramic", "wooden", "metal", "plastic", "glass", "leather", "woven", "painted", "stone", "fabric")
@@ -138,11 +138,11 @@ def select(parsed: list[dict], order: list[str]) -> tuple[list[Subject], list[tu
     for sid in order:
         p = by_id[sid]
         if p["reason"]:
-            rejects.append((sid, Reject(STAGE, p["reason"], p["details"])))
+            rejects.append((sid, Reject(NAME, p["reason"], p["details"])))
             continue
         key = dedup_key(p["subject"])
         if key in first_of:
-            rejects.append((sid, Reject(STAGE, "duplicate", f"{p['subject']!r} duplicates {first_of[key]}")))
+            rejects.append((sid, Reject(NAME, "duplicate", f"{p['subject']!r} duplicates {first_of[key]}")))
             continue
         first_of[key] = sid
         subjects.append(Subject(sid, p["category"], p["subject"], list(p["scenes"]), int(p["seed"])))
@@ -186,3 +186,6 @@ def parse_row(row: dict, cfg: SubjectsSection) -> dict:
     parsed = parse(row, answer, error, cfg)
     parsed["scenes"] = json.dumps(parsed["scenes"])
     return parsed
+
+
+STAGE = Stage(NAME, version="1", families=("llm",), section=SubjectsSection)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 from rich.table import Table
 
-from datagen.stages import STAGE_ORDER
+from datagen import stages as pipeline_stages
 
 
 class StageFailedError(RuntimeError):
@@ -29,6 +29,7 @@ class StageCount:
     seconds: float = 0.0
     items_in: int = 0
     items_out: int = 0
+    items_dropped: int = 0  # single images or instances the stage rejected, in rows it passed on
     first_error: str | None = None
 
     def rate(self) -> float | None:
@@ -41,7 +42,7 @@ class StageCount:
 
 @dataclass
 class Tally:
-    stages: dict[str, StageCount] = field(default_factory=lambda: {s: StageCount() for s in STAGE_ORDER})
+    stages: dict[str, StageCount] = field(default_factory=lambda: {s: StageCount() for s in pipeline_stages.names()})
     sets: int = 0
     images: int = 0
     rows: int = 0
@@ -58,8 +59,10 @@ class Tally:
         if not status["rejected"]:
             self.sets += 1
             self.images += status["images"]
+        for stage in status.get("dropped") or []:  # markers of older builders lack it: see count_dropped
+            self.stages.setdefault(stage, StageCount()).items_dropped += 1
         for t in status["trace"]:
-            st = self.stages[t["stage"]]
+            st = self.stages.setdefault(t["stage"], StageCount())
             st.entered += 1
             st.seconds += t["seconds"]
             st.items_in += t["items_in"]
@@ -72,6 +75,24 @@ class Tally:
                 st.errors += 1
                 if st.first_error is None and status.get("details"):
                     st.first_error = status["details"]
+
+    def count_dropped(self, rejects: pa.Table) -> None:
+        """Set every stage's dropped items from a build's rejects table (those with an ``item``), the
+        record that also covers shards whose markers did not count them."""
+        for st in self.stages.values():
+            st.items_dropped = 0
+        for stage, item in zip(rejects.column("stage").to_pylist(), rejects.column("item").to_pylist(), strict=True):
+            if item is not None:
+                self.stages.setdefault(stage, StageCount()).items_dropped += 1
+
+    @classmethod
+    def from_summary(cls, summary: dict) -> Tally:
+        """The tally a ``summary.json`` was written from (any builder's: unknown fields are left out)."""
+        known = set(StageCount.__dataclass_fields__)
+        stages = {
+            name: StageCount(**{k: v for k, v in st.items() if k in known}) for name, st in summary["stages"].items()
+        }
+        return cls(stages=stages, sets=summary["sets"], images=summary["images"])
 
     def failed_stage(self, at_least: int = 1) -> str | None:
         """The first stage that at least ``at_least`` rows reached and that failed on every one of them."""
@@ -130,8 +151,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def stage_table(tally: Tally, title: str) -> Table:
+    """Per stage: rows that entered it, passed, were rejected whole, failed; single items it dropped from
+    rows it passed on (boxes too small, unusable images: the ``item`` rejects); pass rate and time."""
     table = Table(title=title, title_justify="left")
-    for col in ("stage", "entered", "passed", "rejected", "errors", "pass rate", "worker s", "rows/s"):
+    for col in ("stage", "entered", "passed", "rejected", "dropped items", "errors", "pass rate", "worker s", "rows/s"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for name, st in tally.stages.items():
         table.add_row(
@@ -139,6 +162,7 @@ def stage_table(tally: Tally, title: str) -> Table:
             str(st.entered),
             str(st.passed),
             str(st.rejected),
+            str(st.items_dropped),
             f"[red]{st.errors}[/red]" if st.errors else "0",
             _fmt(None if st.rate() is None else 100 * st.rate(), ".0f") + ("%" if st.rate() is not None else ""),
             f"{st.seconds:.1f}",

@@ -19,7 +19,6 @@ from PIL import Image
 from core.config import S3JediConfig
 from core.logs import get_logger
 from core.metrics.suite import ReferenceFeatures
-from evaluation.benchmark import fill
 from evaluation.generators import SubjectInput, make_generator
 from evaluation.scoring import build_suite
 
@@ -51,10 +50,10 @@ class GenerateBatch:
         prompts, inputs, pngs, seconds = [""] * n, [""] * n, [b""] * n, np.zeros(n)
         for name, rows in _by_subject(batch["subject"]).items():
             subject = self.subjects[name]
-            token = self.generator.token(subject)
-            group_prompts = [fill(str(batch["template"][i]), token, subject.class_name) for i in rows]
+            templates = [str(batch["template"][i]) for i in rows]
+            group_prompts = [self.generator.prompt(subject, t) for t in templates]
             start = time.perf_counter()
-            images = self.generator.generate(subject, group_prompts, [int(batch["seed"][i]) for i in rows])
+            images = self.generator.generate(subject, templates, [int(batch["seed"][i]) for i in rows])
             per_image = (time.perf_counter() - start) / len(rows)
             used = ",".join(self.generator.inputs(self.cfg, subject))
             for i, prompt, image in zip(rows, group_prompts, images, strict=True):

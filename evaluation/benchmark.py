@@ -13,9 +13,12 @@ what makes a run resumable.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
 
 from core.config.evaluation import SelectionConfig
 from core.paths import REPO_ROOT
@@ -162,3 +165,41 @@ def plan(benchmark: Benchmark, selection: SelectionConfig, seed: int) -> list[Ca
                     )
                 )
     return cases
+
+
+@dataclass(frozen=True)
+class BadPhoto:
+    file: str
+    """``<subject>/<file name>``."""
+    reason: str
+
+
+def photo_problem(data: bytes) -> str | None:
+    """Why an encoded photo cannot be used (fully decoded here, as a generator or scorer would), or None."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if min(image.size) < 1:
+                return f"it has no pixels ({image.size[0]}×{image.size[1]})"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def readable_photos(subject: Subject, skip: bool) -> tuple[list[tuple[str, bytes]], list[BadPhoto]]:
+    """(file name, bytes) of the subject's usable photos, and the unusable ones when ``skip``; without
+    ``skip`` the first unusable photo is a one-line ``ValueError`` naming the file."""
+    good, bad = [], []
+    for path in subject.photos:
+        data = path.read_bytes()
+        problem = photo_problem(data)
+        if problem is None:
+            good.append((path.name, data))
+        elif skip:
+            bad.append(BadPhoto(f"{subject.name}/{path.name}", problem))
+        else:
+            raise ValueError(
+                f"evaluation.benchmark: {path}: not a readable image ({problem}); replace or remove it, "
+                "or pass --skip-bad-photos (evaluation.selection.skip_bad_photos) to leave it out"
+            )
+    return good, bad

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
-from evaluation.statistics import ALL, LABELS
+from evaluation.metric_info import ALL, LABELS
 
 app = typer.Typer(
     help="The DreamBooth benchmark (CLIP-T, CLIP-I, DINO, masked variants) as a Ray job; `compare` diffs two runs.",
@@ -32,8 +32,11 @@ def _overrides(
     prompts: int | None,
     samples: int | None,
     benchmark,
+    skip_bad_photos: bool = False,
 ) -> list[str]:
     out = []
+    if skip_bad_photos:
+        out.append("evaluation.selection.skip_bad_photos=true")
     if method is not None:
         out.append(f"evaluation.generation.method={method}")
     if refs is not None:
@@ -57,7 +60,9 @@ def _fmt(x: float) -> str:
 @app.callback()
 def run(
     ctx: typer.Context,
-    method: Annotated[str | None, typer.Option(help="generator: jedi or base (evaluation.generation.method)")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="generator: jedi, base or finetuned (evaluation.generation.method)")
+    ] = None,
     refs: Annotated[int | None, typer.Option(help="JeDi reference photos k (evaluation.generation.references)")] = None,
     subjects: Annotated[
         list[str] | None, typer.Option(help="subjects, comma-separated or repeated (default: all with photos)")
@@ -65,6 +70,9 @@ def run(
     prompts: Annotated[int | None, typer.Option(help="first N prompts per subject")] = None,
     samples: Annotated[int | None, typer.Option(help="images per prompt")] = None,
     benchmark: Annotated[Path | None, typer.Option(help="DreamBooth-layout folder")] = None,
+    skip_bad_photos: Annotated[
+        bool, typer.Option("--skip-bad-photos", help="leave unreadable photos out (listed in the report)")
+    ] = False,
     out: Annotated[
         Path | None, typer.Option(help="run directory (default outputs/eval/<method>-<fingerprint>)")
     ] = None,
@@ -76,7 +84,9 @@ def run(
         return
     from evaluation.job import run_evaluation
 
-    cfg = config_from(config, [*_overrides(method, refs, subjects, prompts, samples, benchmark), *(set_ or [])])
+    cfg = config_from(
+        config, [*_overrides(method, refs, subjects, prompts, samples, benchmark, skip_bad_photos), *(set_ or [])]
+    )
     try:
         result = run_evaluation(cfg, out)
     except USER_ERRORS as exc:

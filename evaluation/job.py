@@ -18,12 +18,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from core.config import S3JediConfig, config_hash, save_config
 from core.logs import get_logger
+from core.progress import Progress
 from core.ray_runtime import init_ray
-from evaluation.benchmark import Benchmark, Case, eval_prompt, load_benchmark, plan, select_subjects
+from evaluation.benchmark import (
+    Benchmark,
+    Case,
+    eval_prompt,
+    load_benchmark,
+    plan,
+    readable_photos,
+    select_subjects,
+)
 from evaluation.generators import GENERATORS, SubjectInput
 from evaluation.grids import write_grid
 from evaluation.report import write_report
@@ -65,15 +73,17 @@ def default_out(cfg: S3JediConfig) -> Path:
     return Path("outputs") / "eval" / f"{name}-{fingerprint_hash(cfg)[:8]}"
 
 
-def subject_inputs(benchmark: Benchmark, names: list[str]) -> dict[str, SubjectInput]:
-    return {
-        name: SubjectInput(
-            name,
-            benchmark.subjects[name].class_name,
-            tuple((p.name, p.read_bytes()) for p in benchmark.subjects[name].photos),
-        )
-        for name in names
-    }
+def subject_inputs(benchmark: Benchmark, names: list[str], skip_bad: bool) -> tuple[dict[str, SubjectInput], list]:
+    """Every selected subject's photos, each decoded once here in the driver, before any model loads:
+    a bad photo stops the run with one line, or with ``skip_bad`` is left out and returned."""
+    inputs, skipped = {}, []
+    for name in names:
+        photos, bad = readable_photos(benchmark.subjects[name], skip_bad)
+        inputs[name] = SubjectInput(name, benchmark.subjects[name].class_name, tuple(photos))
+        skipped += bad
+    for photo in skipped:
+        log.warning("skipped an unreadable benchmark photo", file=photo.file, reason=photo.reason)
+    return inputs, skipped
 
 
 def _execute(cfg: S3JediConfig, todo: list[Case], subjects: dict[str, SubjectInput], prompt_lists, store) -> int:
@@ -106,7 +116,7 @@ def _execute(cfg: S3JediConfig, todo: list[Case], subjects: dict[str, SubjectInp
         num_gpus=comp.gpus_per_scorer,
     )
     written = 0
-    with tqdm(total=len(rows), desc="generate + score", unit="img") as bar:
+    with Progress(total=len(rows), desc="generate + score", unit="img") as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             scorers = json.loads(batch.pop("scorers")[0])
             if not written:
@@ -150,7 +160,7 @@ def run_evaluation(cfg: S3JediConfig, out_dir: Path | None = None) -> RunResult:
     benchmark = load_benchmark(ev.benchmark)
     cases = plan(benchmark, ev.selection, cfg.seed)
     names = [s.name for s in select_subjects(benchmark, ev.selection.subjects)]
-    subjects = subject_inputs(benchmark, names)
+    subjects, skipped = subject_inputs(benchmark, names, ev.selection.skip_bad_photos)
     generator = GENERATORS[ev.generation.method]
     for subject in subjects.values():
         generator.inputs(cfg, subject)
@@ -164,6 +174,7 @@ def run_evaluation(cfg: S3JediConfig, out_dir: Path | None = None) -> RunResult:
             "benchmark": str(benchmark.root),
             "config_hash": config_hash(cfg),
             "fingerprint_hash": fingerprint_hash(cfg),
+            "skipped_photos": [asdict(p) for p in skipped],
         }
         store.open(fingerprint(cfg), info)
         save_config(cfg, out_dir)

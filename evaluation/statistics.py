@@ -14,22 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-LABELS = {
-    "clip_t": "CLIP-T",
-    "clip_i": "CLIP-I",
-    "mclip_i": "MCLIP-I",
-    "dino": "DINO",
-    "mdino": "MDINO",
-    "clip_t_secondary": "CLIP-T (2nd CLIP)",
-    "clip_i_secondary": "CLIP-I (2nd CLIP)",
-    "mclip_i_secondary": "MCLIP-I (2nd CLIP)",
-    "neg_clip_t": "hard-negative acc.",
-    "conflict": "conflict rate",
-    "mask_found": "subject found",
-}
-"""Summarised per-image columns, in display order."""
+from evaluation.metric_info import ALL, LABELS
 
-ALL = "all"
 _MAX_DRAWS = 10_000_000  # resampled values held in memory at once
 
 

@@ -1,4 +1,5 @@
-"""The FastAPI app of the gateway: routes, OpenAPI (``/docs``), the demo page, auth and metrics.
+"""The FastAPI app of the gateway, built from the route table (``serving.routes``): routes, OpenAPI
+(``/docs``), the demo page, auth, rate limits and metrics.
 
 Order of checks on ``/v1/*``: bearer key (401) → rate limit (429) → declared body size (413) — all in
 ``GuardMiddleware``, before a byte of the body is read — then the streamed body size (413), content type
@@ -9,27 +10,23 @@ No ``from __future__ import annotations`` here: the request models are created a
 config, and FastAPI must see them as real objects in the route signatures.
 """
 
-import asyncio
-import base64
-import json
-import secrets
+import inspect
 import time
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Request, Security
-from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving import routes
 from serving.errors import ApiError, ErrorBody, install_error_handlers
-from serving.schemas import GenerationResponse, Health, ModelsResponse, make_request_models
+from serving.routes import FORM, ROUTES, Route
+from serving.schemas import make_request_models
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-GUARDED_PREFIX = "/v1/"
-SPENDING = {"/v1/personalize", "/v1/personalize/upload", "/v1/generate"}
-ROUTES = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/v1/models", *SPENDING}
+METRIC_PATHS = {r.path for r in ROUTES} | set(routes.FRAMEWORK_PATHS)
 ERROR_RESPONSES = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
@@ -63,7 +60,7 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        path = scope["path"] if scope["path"] in ROUTES else "other"
+        path = scope["path"] if scope["path"] in METRIC_PATHS else "other"
         status = 499  # stays so if the client disconnects before a response starts
 
         async def record_send(message):
@@ -74,11 +71,15 @@ class GuardMiddleware:
 
         try:
             headers = dict(scope.get("headers") or [])
+            route = routes.find(scope["path"])
+            routes.current.set(route)
             try:
-                if scope["path"].startswith(GUARDED_PREFIX):
-                    key_id = self.gw.keys.identify(headers.get(b"authorization", b"").decode("latin-1") or None)
-                    if scope["path"] in SPENDING:
-                        self.gw.limiter.take(key_id)
+                if routes.needs_key(scope["path"]):
+                    key_id = self.gw.keys.identify(
+                        headers.get(b"authorization", b"").decode("latin-1") or None, scope.get("client")
+                    )
+                    if route is not None and route.rate_limit is not None:
+                        self.gw.limiters[route.rate_limit].take(key_id)
                 receive = self._limit_body(headers, receive)
             except ApiError as exc:
                 await exc.response()(scope, receive, record_send)
@@ -125,46 +126,25 @@ def _require(kind: str):
     return check
 
 
-def as_json(finished) -> GenerationResponse:
-    images = [
-        im.model_copy(update={"image": base64.b64encode(png).decode()})
-        for im, png in zip(finished.meta.images, finished.pngs, strict=True)
-    ]
-    return finished.meta.model_copy(update={"images": images})
+def endpoint(route: Route, gw, models):
+    """``route.handler`` bound to the gateway, with the signature FastAPI reads the request from."""
 
+    async def call(request: Request, **body):
+        return await route.handler(gw, request, *body.values())
 
-def as_multipart(finished) -> Response:
-    """``multipart/mixed``: a JSON part (the response without image data), then one PNG part per image."""
-    boundary = secrets.token_hex(16)
-    meta = finished.meta.model_dump(mode="json")
-    for image in meta["images"]:
-        del image["image"]
-    parts = [("application/json", json.dumps(meta).encode(), "")]
-    parts += [
-        ("image/png", png, f'Content-Disposition: attachment; filename="image-{i}.png"\r\n')
-        for i, png in enumerate(finished.pngs)
-    ]
-    chunks = []
-    for content_type, data, extra in parts:
-        chunks += [f"--{boundary}\r\nContent-Type: {content_type}\r\n{extra}\r\n".encode(), data, b"\r\n"]
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return Response(b"".join(chunks), media_type=f"multipart/mixed; boundary={boundary}")
-
-
-def render(request: Request, finished) -> Response:
-    if "multipart/mixed" in request.headers.get("accept", ""):
-        return as_multipart(finished)
-    return JSONResponse(as_json(finished).model_dump(mode="json"))
+    parameters = [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request)]
+    if route.request is not None:
+        model = getattr(models, route.request)
+        annotation = Annotated[model, File()] if route.content_type == FORM else model
+        parameters.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=annotation))
+    call.__signature__ = inspect.Signature(parameters)
+    call.__name__ = route.handler.__name__
+    return call
 
 
 def build_api(gw) -> FastAPI:
-    limits = gw.limits
-    models = make_request_models(limits, gw.max_references, gw.cfg.serving.request_timeout_s)
-    PersonalizeRequest, PersonalizeUpload, GenerateRequest = (
-        models.PersonalizeRequest,
-        models.PersonalizeUpload,
-        models.GenerateRequest,
-    )
+    """The app of ``serving.routes.ROUTES``, its error shape, guard middleware and the demo page."""
+    models = make_request_models(gw.limits, gw.max_references, gw.cfg.serving.request_timeout_s)
     app = FastAPI(
         title="s3jedi serving",
         version="1",
@@ -173,77 +153,26 @@ def build_api(gw) -> FastAPI:
             f"{gw.keys.describe()}. Limits below are this server's configuration."
         ),
     )
-    install_error_handlers(app, body_too_large(limits.max_request_bytes))
+    install_error_handlers(app, body_too_large(gw.limits.max_request_bytes))
     app.add_middleware(GuardMiddleware, gateway=gw)
+    # Documents the scheme in OpenAPI; GuardMiddleware enforces it.
     bearer = Security(HTTPBearer(auto_error=False, description="an API key of this server"))
-    authenticated = [bearer]  # documents the scheme in OpenAPI; GuardMiddleware enforces it
-    json_only = Depends(_require("application/json"))
-    form_only = Depends(_require("multipart/form-data"))
-
-    @app.get("/", include_in_schema=False)
-    async def index(request: Request) -> RedirectResponse:
-        return RedirectResponse(str(request.url_for("demo", path="/")))
-
+    for route in ROUTES:
+        dependencies = [bearer] if route.auth else []
+        if route.content_type is not None:
+            dependencies.append(Depends(_require(route.content_type)))
+        responses = {**(ERROR_RESPONSES if route.auth else {}), **route.extra_responses}
+        if route.spends is not None:
+            responses[200] = {"content": IMAGE_CONTENT}
+        app.add_api_route(
+            route.path,
+            endpoint(route, gw, models),
+            methods=[route.method],
+            response_model=route.response,
+            responses=responses,
+            dependencies=dependencies,
+            summary=route.summary,
+            include_in_schema=route.in_schema,
+        )
     app.mount("/demo", StaticFiles(directory=STATIC_DIR, html=True), name="demo")
-
-    @app.get("/healthz", response_model=Health, summary="the gateway is up")
-    async def healthz() -> Health:
-        return Health(status="ok")
-
-    @app.get(
-        "/readyz", response_model=Health, responses={503: {"model": Health}}, summary="model deployments are loaded"
-    )
-    async def readyz() -> JSONResponse:
-        ready, deployments = await asyncio.to_thread(gw.readiness)
-        body = Health(status="ready" if ready else "not ready", deployments=deployments)
-        return JSONResponse(body.model_dump(mode="json"), 200 if ready else 503)
-
-    @app.get("/v1/models", response_model=ModelsResponse, responses=ERROR_RESPONSES, dependencies=authenticated)
-    async def list_models() -> ModelsResponse:
-        return await asyncio.to_thread(gw.models)
-
-    @app.post(
-        "/v1/personalize",
-        response_model=GenerationResponse,
-        responses={**ERROR_RESPONSES, 200: {"content": IMAGE_CONTENT}},
-        dependencies=[*authenticated, json_only],
-        summary="personalize: reference photos (base64) + prompts → images of the subject",
-    )
-    async def personalize(body: PersonalizeRequest, request: Request) -> Response:
-        references = [(f"references[{i}].image", ref.image) for i, ref in enumerate(body.references)]
-        finished = await gw.personalize(body, references, [ref.caption for ref in body.references])
-        return render(request, finished)
-
-    @app.post(
-        "/v1/personalize/upload",
-        response_model=GenerationResponse,
-        responses={**ERROR_RESPONSES, 200: {"content": IMAGE_CONTENT}},
-        dependencies=[*authenticated, form_only],
-        summary="personalize with the photos as multipart/form-data files",
-    )
-    async def personalize_upload(request: Request, body: Annotated[PersonalizeUpload, File()]) -> Response:
-        if body.captions and len(body.captions) != len(body.references):
-            raise ApiError(
-                422,
-                "captions",
-                f"captions: {len(body.captions)} captions for {len(body.references)} references (give none or one each)",
-                limit=len(body.references),
-            )
-        references = []
-        for i, upload in enumerate(body.references):
-            references.append((f"references[{i}]", await upload.read(limits.max_image_bytes + 1)))
-        captions = list(body.captions) or [""] * len(references)
-        finished = await gw.personalize(body, references, captions)
-        return render(request, finished)
-
-    @app.post(
-        "/v1/generate",
-        response_model=GenerationResponse,
-        responses={**ERROR_RESPONSES, 200: {"content": IMAGE_CONTENT}},
-        dependencies=[*authenticated, json_only],
-        summary="text-to-image, optionally with a fine-tuned subject (subject_id)",
-    )
-    async def generate(body: GenerateRequest, request: Request) -> Response:
-        return render(request, await gw.generate(body))
-
     return app

@@ -10,14 +10,18 @@ runs exactly what the config says.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ray import serve
 from ray.serve import Application
 
 from core.config import S3JediConfig, validate
-from core.logs import get_logger
+from core.logs import get_logger, ray_log_level
 from core.ray_runtime import init_ray
 from serving.auth import KeyRing, check_dev_mode
+from serving.framing import CONTROLLER_OPTIONS
 from serving.gateway import Gateway
+from serving.listeners import serve_listeners
 from serving.models import Generator, Personalizer
 
 log = get_logger("serving.app")
@@ -72,6 +76,7 @@ def serve_config(cfg: S3JediConfig) -> dict:
     return {
         "proxy_location": "EveryNode",
         "http_options": http_options(cfg),
+        "controller_options": CONTROLLER_OPTIONS,
         "applications": [
             {
                 "name": cfg.serving.app_name,
@@ -86,12 +91,20 @@ def serve_config(cfg: S3JediConfig) -> dict:
     }
 
 
-def start(cfg: S3JediConfig) -> str:
-    """Start (or join) Ray, start Serve on ``serving.host:port`` and deploy; returns the base URL."""
+def start(cfg: S3JediConfig, on_ray_started: Callable[[], None] | None = None) -> str:
+    """Start (or join) Ray, start Serve on ``serving.host:port`` and deploy; returns the base URL.
+    ``on_ray_started`` runs once Ray is up, before Serve starts (the CLI's signal handler).
+
+    Without API keys the listeners in force are checked after ``serve.start`` and before anything is
+    deployed: a Serve instance that was already running keeps its own bind, whatever the config says."""
     keys = KeyRing.load(cfg.serving.auth)
     check_dev_mode(keys, cfg.serving.host)
     log.info(keys.describe())
     init_ray(cfg.ray)
-    serve.start(http_options=http_options(cfg))
-    serve.run(application(cfg), name=cfg.serving.app_name, route_prefix="/")
+    if on_ray_started is not None:
+        on_ray_started()
+    logging_config = {"log_level": ray_log_level()}  # Serve's INFO lines and access log only when verbose
+    serve.start(http_options=http_options(cfg), controller_options=CONTROLLER_OPTIONS, logging_config=logging_config)
+    check_dev_mode(keys, cfg.serving.host, serve_listeners())
+    serve.run(application(cfg), name=cfg.serving.app_name, route_prefix="/", logging_config=logging_config)
     return f"http://{cfg.serving.host}:{cfg.serving.port}/"

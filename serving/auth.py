@@ -6,14 +6,15 @@ manifest can be shared without leaking them. Keys are kept only as SHA-256 diges
 constant time; logs and metrics see an 8-character key id (a digest prefix), never the key.
 
 With no key configured the server runs in **dev mode**: no authentication, which is only allowed when
-the HTTP proxy binds a loopback address (``check_dev_mode``), and is stated at start-up.
+every listener of the running Serve instance is on a loopback address (``check_dev_mode``, with the
+listeners in force from ``serving.listeners``), and is stated at start-up. Rate-limit buckets are then
+per client address instead of per key: every local process calling from 127.0.0.1 shares one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import math
 import os
 import threading
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 
 from core.config.serving import AuthConfig
 from serving.errors import ApiError
+from serving.listeners import Listener
 
-DEV_KEY_ID = "dev"
+DEV_CLIENT_PREFIX = "client "
 
 
 def _digest(key: str) -> bytes:
@@ -68,10 +70,11 @@ class KeyRing:
             return "auth: DEV MODE, no API keys configured; every request is accepted (loopback only)"
         return f"auth: bearer API keys required ({len(self.digests)} keys from {', '.join(self.sources)})"
 
-    def identify(self, authorization: str | None) -> str:
-        """The key id for an ``Authorization`` header value; 401 if it is missing or wrong."""
+    def identify(self, authorization: str | None, client: tuple[str, int] | None = None) -> str:
+        """The rate-limit identity of a request: the key id for its ``Authorization`` header (401 if it
+        is missing or wrong), or in dev mode its client address (``client``: the ASGI scope's)."""
         if self.dev_mode:
-            return DEV_KEY_ID
+            return DEV_CLIENT_PREFIX + (client[0] if client else "unknown")
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(
@@ -91,18 +94,22 @@ class KeyRing:
         return digest.hex()[:8]
 
 
-def check_dev_mode(keys: KeyRing, host: str) -> None:
-    """Refuse to serve without keys on anything but a loopback address."""
+def check_dev_mode(keys: KeyRing, host: str, listeners: list[Listener] | None = None) -> None:
+    """Refuse to serve without keys where anything but this machine could connect: ``host`` (the
+    configured bind) and, once Serve runs, ``listeners`` (the binds in force) must all be loopback."""
     if not keys.dev_mode:
         return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    exposed = [str(x) for x in (listeners or []) if not x.loopback]
+    if not Listener("HTTP", host, 0).loopback:
         raise ValueError(
             f"serving.host: {host} is not a loopback address and no API keys are configured "
             f"(serving.auth.api_keys_env / api_keys_file); dev mode is only allowed on 127.0.0.1"
+        )
+    if exposed:
+        raise ValueError(
+            f"serving.auth: no API keys are configured, but the running Serve instance listens on "
+            f"{', '.join(exposed)}, beyond loopback; configure keys (serving.auth.api_keys_env / api_keys_file) "
+            "or serve from a Ray cluster whose Serve binds 127.0.0.1"
         )
 
 
@@ -117,6 +124,7 @@ class RateLimiter:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, key_id: str, now: float | None = None) -> None:
+        """One request of ``key_id`` (a key id, or ``client <address>`` in dev mode); 429 when over."""
         now = time.monotonic() if now is None else now
         rate = self.per_minute / 60.0
         with self._lock:
@@ -125,11 +133,16 @@ class RateLimiter:
             if tokens < 1.0:
                 self._buckets[key_id] = (tokens, now)
                 wait = math.ceil((1.0 - tokens) / rate)
+                who = (
+                    f"for {key_id} (dev mode: one bucket per client address)"
+                    if key_id.startswith(DEV_CLIENT_PREFIX)
+                    else "for this API key"
+                )
                 raise ApiError(
                     429,
                     "authorization",
-                    f"authorization: rate limit exceeded, more than rate_limit_per_minute {self.per_minute} (burst {self.burst}) "
-                    f"for this API key; retry in {wait} s",
+                    f"authorization: rate limit exceeded, more than rate_limit_per_minute {self.per_minute} "
+                    f"(burst {self.burst}) {who}; retry in {wait} s",
                     limit=self.per_minute,
                     headers={"Retry-After": str(wait)},
                 )

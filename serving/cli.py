@@ -44,10 +44,15 @@ def serve_cmd(ctx: typer.Context, config: ConfigOpt = "tiny", set_: SetOpt = Non
     cfg = config_from(config, set_)
     try:
         typer.echo(KeyRing.load(cfg.serving.auth).describe())
-        url = start(cfg)
+        # The SIGTERM handler goes in once Ray runs (ray.init installs its own, which aborts) and before
+        # the deployment: a client can see the app ready while serve.run is still returning.
+        url = start(cfg, on_ray_started=_stop_on_sigterm)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
-    _stop_on_sigterm()  # after start: ray.init installs its own SIGTERM handler, which aborts
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+        serve.shutdown()
+        return
     typer.echo(f"serving on {url} — API docs {url}docs, demo page {url}demo/ (Ctrl-C to stop)")
     try:
         while True:

@@ -58,6 +58,16 @@ def field_path(loc: tuple | list) -> str | None:
     return text or None
 
 
+_JSON_KINDS = {
+    list: "an array",
+    type(None): "null",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+}
+
+
 def _validation_detail(error: dict) -> ErrorDetail:
     field = field_path(error.get("loc", ()))
     ctx = error.get("ctx") or {}
@@ -65,6 +75,12 @@ def _validation_detail(error: dict) -> ErrorDetail:
     message = error.get("msg", "invalid")
     if error.get("type") == "json_invalid":
         field, message = "body", f"not valid JSON: {ctx.get('error', message)}"
+    elif field is None and tuple(error.get("loc", ()))[:1] == ("body",):  # the body as a whole
+        field = "body"
+        if error.get("type") == "missing":
+            message = "empty; expected a JSON object"
+        else:
+            message = f"expected a JSON object, got {_JSON_KINDS.get(type(error.get('input')), 'something else')}"
     return ErrorDetail(status=422, field=field, message=f"{field or 'request'}: {message}", limit=_plain(limit))
 
 

@@ -32,10 +32,21 @@ from core.logs import get_logger
 from core.subjects import SubjectCard, SubjectNotFoundError, validate_subject_id
 from serving.auth import KeyRing, RateLimiter, check_dev_mode
 from serving.errors import ApiError
+from serving.examples import load_examples
 from serving.jobs import GenerateJob, GenerationJob, JobFailure, JobResult, PersonalizeJob
+from serving.listeners import serve_listeners
 from serving.metrics import GatewayMetrics
 from serving.models import subject_store
-from serving.schemas import MAX_SEED, GeneratedImage, GenerationResponse, ModelsResponse, Parameters, SubjectInfo
+from serving.routes import Deployment, RateClass, check_spending
+from serving.schemas import (
+    MAX_SEED,
+    ExamplesResponse,
+    GeneratedImage,
+    GenerationResponse,
+    ModelsResponse,
+    Parameters,
+    SubjectInfo,
+)
 from serving.uploads import decode_base64, decode_image
 
 log = get_logger("serving.gateway")
@@ -68,9 +79,12 @@ class Gateway:
         serving = self.cfg.serving
         self.limits = serving.limits
         self.keys = KeyRing.load(serving.auth)
-        check_dev_mode(self.keys, serving.host)
+        # Here too, not only in `s3jedi serve`: a Serve config file deployed as is reaches this first.
+        check_dev_mode(self.keys, serving.host, serve_listeners() if self.keys.dev_mode else None)
         (log.warning if self.keys.dev_mode else log.info)(self.keys.describe())
-        self.limiter = RateLimiter(serving.auth.rate_limit_per_minute, serving.auth.rate_limit_burst)
+        self.limiters = {
+            RateClass.GENERATION: RateLimiter(serving.auth.rate_limit_per_minute, serving.auth.rate_limit_burst)
+        }
         self.personalizer = personalizer
         self.generator = generator
         self.store = subject_store(self.cfg)
@@ -90,6 +104,11 @@ class Gateway:
                     f"serving.limits.max_side: {self.limits.max_side} is below the {name}'s default size {side}; "
                     "raise the limit or set serving.defaults.size"
                 )
+        self.examples = ExamplesResponse(
+            examples=load_examples(
+                self.cfg.serving.examples, self.cfg.seed, self.personalizer_info["native_size"], self.max_references
+            )
+        )
         return build_api(self)
 
     # -- requests ------------------------------------------------------------------------------
@@ -112,7 +131,7 @@ class Gateway:
             steps=options.steps or defaults.steps,
             guidance_scale=given(options.guidance_scale, defaults.guidance_scale),
             negative_prompt=options.negative_prompt,
-            seed=secrets.randbelow(MAX_SEED) if options.seed is None else options.seed,
+            seed=secrets.randbelow(MAX_SEED + 1) if options.seed is None else options.seed,
             height=options.height or side,
             width=options.width or side,
         )
@@ -123,8 +142,7 @@ class Gateway:
         fields = self._job_fields(options, self.personalizer_info["native_size"])
         arrays = await asyncio.to_thread(self._decode_references, references, fields["height"], fields["width"])
         job = PersonalizeJob(**{**fields, **self._guidance(options)}, references=arrays, captions=captions)
-        response = self.personalizer.personalize.remote(job)
-        result = await self._call("personalizer", response, options.timeout_s, start)
+        result = await self._call(Deployment.PERSONALIZER, self.personalizer.personalize, job, options.timeout_s, start)
         return await self._finish("/v1/personalize", job, result, self.cfg.models.jedi, None, start)
 
     def _guidance(self, options) -> dict:
@@ -160,12 +178,11 @@ class Gateway:
         start = time.perf_counter()
         fields = self._job_fields(request, self.generator_info["native_size"])
         handle = self.generator
-        if request.subject_id is not None:
-            card = await asyncio.to_thread(self._card, request.subject_id)
-            fields["prompts"] = [card.render_prompt(p) for p in fields["prompts"]]
+        if request.subject_id is not None:  # a known subject with a valid card; its replica renders the prompts
+            await asyncio.to_thread(self._card, request.subject_id)
             handle = handle.options(multiplexed_model_id=request.subject_id)
         job = GenerateJob(**fields, subject_id=request.subject_id)
-        result = await self._call("generator", handle.generate.remote(job), request.timeout_s, start)
+        result = await self._call(Deployment.GENERATOR, handle.generate, job, request.timeout_s, start)
         return await self._finish("/v1/generate", job, result, self.cfg.models.sd, request.subject_id, start)
 
     def _card(self, subject_id: str) -> SubjectCard:
@@ -177,8 +194,12 @@ class Gateway:
             log.warning("unreadable subject card", subject_id=subject_id, error=str(exc))
             raise ApiError(422, "subject_id", f"subject_id: {subject_id!r} has an invalid card") from None
 
-    async def _call(self, deployment: str, response, timeout_s: float | None, start: float) -> JobResult:
-        """Await a model deployment within the request's deadline (counted from ``start``)."""
+    async def _call(self, deployment: Deployment, method, job, timeout_s: float | None, start: float) -> JobResult:
+        """Run ``job`` on a model deployment (``method``: a handle's method) within the request's deadline
+        (counted from ``start``). The only way requests reach a model: it first checks that the route
+        being served declares this spending (and so its rate limit)."""
+        check_spending(deployment)
+        response = method.remote(job)
         timeout = min(timeout_s or self.cfg.serving.request_timeout_s, self.cfg.serving.request_timeout_s)
         retry = {"Retry-After": str(self.cfg.serving.retry_after_s)}
         try:
@@ -233,6 +254,7 @@ class Gateway:
                 seed=job.seed,
             ),
             batch_size=result.batch_size,
+            tto_steps=result.tto_steps,
             run_seconds=round(result.run_s, 4),
             seconds=round(time.perf_counter() - start, 4),
         )

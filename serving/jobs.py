@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SEED_MODULUS = 2**63
+SEED_MODULUS = 2**53
+"""Image seeds wrap below 2^53, like request seeds (``serving.schemas.MAX_SEED``)."""
 
 
 @dataclass
@@ -48,7 +49,8 @@ class GenerationJob:
 
 @dataclass
 class GenerateJob(GenerationJob):
-    """Text-to-image, optionally with a fine-tuned subject (prompts already rendered with its tokens)."""
+    """Text-to-image, optionally with a fine-tuned subject (prompts as the client wrote them, ``{0}`` and
+    ``{1}`` included: the replica renders them with the subject's tokens and class word)."""
 
     subject_id: str | None = None
 
@@ -80,6 +82,15 @@ class PersonalizeJob(GenerationJob):
 
 
 @dataclass
+class Drawn:
+    """One job's part of a pipeline call: its images and the prompts the model saw."""
+
+    images: list[np.ndarray]
+    prompts: list[str]
+    tto_steps: int = 0
+
+
+@dataclass
 class JobResult:
     images: list[np.ndarray]
     """H×W×3 uint8, prompt-major."""
@@ -88,6 +99,8 @@ class JobResult:
     batch_size: int
     """How many requests the ``@serve.batch`` call that ran this job collected."""
     run_s: float
+    tto_steps: int = 0
+    """Test-time optimization steps the subject's method ran per prompt before drawing (0 = none)."""
 
 
 @dataclass

@@ -14,7 +14,9 @@ Both share one shape (``BatchedModel``):
 
 Fine-tuned subjects are loaded per replica through ``@serve.multiplexed`` (LRU of
 ``serving.subjects_per_replica``); the gateway routes a subject's requests with
-``multiplexed_model_id`` to replicas that already hold it.
+``multiplexed_model_id`` to replicas that already hold it. A subject is loaded and drawn through the
+subject contract (``core.subject_pipeline``), which renders the prompts with its tokens and applies
+its method's inference step (CoRe's test-time optimization, reported as ``tto_steps``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from core import zoo
 from core.config import S3JediConfig
 from core.logs import get_logger
 from core.paths import s3jedi_home
-from core.subjects import SubjectNotFoundError, SubjectStore, apply_subject
-from serving.jobs import GenerateJob, JobFailure, JobResult, PersonalizeJob, Ticket
+from core.subject_pipeline import SubjectPipeline
+from core.subjects import SubjectNotFoundError, SubjectStore
+from serving.jobs import Drawn, GenerateJob, JobFailure, JobResult, PersonalizeJob, Ticket
 from serving.metrics import ModelMetrics
 
 log = get_logger("serving.models")
@@ -154,10 +157,11 @@ class BatchedModel:
                 outcomes.update({id(t): failure for t in live})
                 continue
             seconds = time.perf_counter() - start
-            for ticket, images in zip(live, per_job, strict=True):
-                job = ticket.job
-                outcomes[id(ticket)] = JobResult(images, job.image_prompts(), job.image_seeds(), len(tickets), seconds)
-                self.stats["images"] += len(images)
+            for ticket, drawn in zip(live, per_job, strict=True):
+                outcomes[id(ticket)] = JobResult(
+                    drawn.images, drawn.prompts, ticket.job.image_seeds(), len(tickets), seconds, drawn.tto_steps
+                )
+                self.stats["images"] += len(drawn.images)
         cancelled = JobFailure(499, None, "request cancelled")
         return [outcomes.get(id(t), cancelled) for t in tickets]
 
@@ -177,11 +181,12 @@ class BatchedModel:
         return prompts, generators
 
     @staticmethod
-    def _split(images: list[np.ndarray], tickets: list[Ticket]) -> list[list[np.ndarray]]:
+    def _split(images: list[np.ndarray], prompts: list[str], tickets: list[Ticket], tto_steps: int = 0) -> list[Drawn]:
         out, start = [], 0
         for t in tickets:
-            out.append(images[start : start + t.job.num_images])
-            start += t.job.num_images
+            end = start + t.job.num_images
+            out.append(Drawn(images[start:end], prompts[start:end], tto_steps))
+            start = end
         return out
 
 
@@ -205,9 +210,9 @@ class Personalizer(BatchedModel):
     async def _pipeline_for(self, job: PersonalizeJob):
         return self.pipe
 
-    def _run(self, pipe, tickets: list[Ticket], callback) -> list[list[np.ndarray]]:
+    def _run(self, pipe, tickets: list[Ticket], callback) -> list[Drawn]:
         job: PersonalizeJob = tickets[0].job  # shapes and scalar settings are shared (batch_key)
-        _, generators = self._images_and_generators(tickets)
+        prompts, generators = self._images_and_generators(tickets)
         # One reference set per request, with that request's prompts: one call serves different
         # subjects, and joint targets draw a request's images together (never across requests).
         out = pipe(
@@ -227,7 +232,7 @@ class Personalizer(BatchedModel):
             output_type="np",
             callback_on_step_end=callback,
         )
-        return self._split(to_uint8(out.images), tickets)
+        return self._split(to_uint8(out.images), prompts, tickets)
 
 
 @serve.deployment(name="Generator")
@@ -252,18 +257,17 @@ class Generator(BatchedModel):
     def _load_base(self, cfg: S3JediConfig):
         return zoo.load("sd", cfg.models.sd, home=cfg.home, device=self.device, dtype=self.dtype)
 
-    def _subject_pipeline(self, subject_id: str):
+    def _subject_pipeline(self, subject_id: str) -> SubjectPipeline:
         card = self.store.card(subject_id)
         if card.base_model != self.model_ref:
             raise ValueError(
                 f"subject_id: {subject_id!r} was trained on base_model {card.base_model!r}, "
                 f"this server generates with models.sd {self.model_ref!r}"
             )
-        pipe = apply_subject(self._load_base(self.cfg), self.store.local_dir(subject_id))
-        pipe.set_progress_bar_config(disable=True)
+        subject = SubjectPipeline.load(self.store.local_dir(subject_id), self._load_base(self.cfg))
         self.stats["subjects_loaded"] += 1
         log.info("subject loaded", subject_id=subject_id, method=card.method)
-        return pipe
+        return subject
 
     async def info(self) -> dict:
         return self._info(self.pipe)
@@ -274,10 +278,26 @@ class Generator(BatchedModel):
     async def _pipeline_for(self, job: GenerateJob):
         return self.pipe if job.subject_id is None else await self.subject_pipeline(job.subject_id)
 
-    def _run(self, pipe, tickets: list[Ticket], callback) -> list[list[np.ndarray]]:
+    def _run(self, pipe, tickets: list[Ticket], callback) -> list[Drawn]:
         job: GenerateJob = tickets[0].job
-        prompts, generators = self._images_and_generators(tickets)
         negatives = [t.job.negative_prompt for t in tickets for _ in range(t.job.num_images)]
+        if isinstance(pipe, SubjectPipeline):
+            drawing = pipe.draw(
+                [p for t in tickets for p in t.job.image_prompts()],
+                [s for t in tickets for s in t.job.image_seeds()],
+                settings=self.cfg.finetune,
+                steps=job.steps,
+                guidance_scale=job.guidance_scale,
+                height=job.height,
+                width=job.width,
+                negative_prompts=negatives,
+                output_type="np",
+                callback=callback,
+            )
+            if drawing.tto_steps:
+                self.stats["tto_steps"] += drawing.tto_steps * len(set(drawing.prompts))
+            return self._split(to_uint8(np.stack(drawing.images)), drawing.prompts, tickets, drawing.tto_steps)
+        prompts, generators = self._images_and_generators(tickets)
         out = pipe(
             prompt=prompts,
             negative_prompt=negatives,
@@ -289,4 +309,4 @@ class Generator(BatchedModel):
             output_type="np",
             callback_on_step_end=callback,
         )
-        return self._split(to_uint8(out.images), tickets)
+        return self._split(to_uint8(out.images), prompts, tickets)

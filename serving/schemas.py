@@ -18,7 +18,9 @@ from core.config.jedi import GuidanceMode
 from core.config.serving import LimitsConfig
 from core.subjects import SUBJECT_ID_MAX_LENGTH, SUBJECT_ID_PATTERN
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**53 - 1
+"""Seeds stay below 2^53: JSON numbers above it lose digits in JavaScript (the demo page) and in any
+client that parses numbers as doubles, so a seed read off a reply would not reproduce its image."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,9 @@ class GenerationResponse(BaseModel):
     subject_id: str | None = None
     parameters: Parameters
     batch_size: int = Field(..., description="requests that shared this request's @serve.batch call")
+    tto_steps: int = Field(
+        0, description="test-time optimization steps the subject's method ran per prompt before drawing (CoRe)"
+    )
     run_seconds: float = Field(..., description="the pipeline call that made these images")
     seconds: float = Field(..., description="time in the gateway, decoding to encoding (includes queueing)")
 
@@ -143,6 +148,17 @@ class ModelsResponse(BaseModel):
     generate: dict
     subjects: list[SubjectInfo]
     limits: dict
+
+
+class ExampleSet(BaseModel):
+    name: str
+    description: str
+    references: list[str] = Field(..., description="PNG data URLs, ready to send as references[i].image")
+    prompts: list[str] = Field(..., description="prompts that suit the set")
+
+
+class ExamplesResponse(BaseModel):
+    examples: list[ExampleSet]
 
 
 class Health(BaseModel):

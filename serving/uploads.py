@@ -1,9 +1,14 @@
 """Untrusted bytes → images, with every limit checked before the expensive step it protects.
 
 Order of checks for one image: encoded size → format sniffed from the magic bytes (never the file
-name or the declared content type) → width×height read from the header only → full decode →
-EXIF orientation applied → RGB. A decompression bomb (a small file declaring a huge canvas) is
-refused at the header; a truncated or corrupt file fails the decode with a 400, never a 500.
+name or the declared content type) → width×height read from the header only (at most
+``max_image_pixels``, at least ``min_image_side`` a side) → a single frame → full decode → EXIF
+orientation applied → RGB. A decompression bomb (a small file declaring a huge canvas) is refused at
+the header; a truncated or corrupt file fails the decode with a 400, never a 500.
+
+Animated files (WebP, APNG) are refused rather than cut to their first frame: a reference is one
+photo of the subject, and which frame a decoder shows first is not something a client can see in
+its request, so using one silently would make the result depend on a choice nobody made.
 
 The whole request body is capped before this, in ``serving.api.GuardMiddleware`` (a declared
 ``Content-Length`` over the limit is refused up front, a streamed body is counted as it arrives).
@@ -14,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,6 +31,9 @@ _MAGIC = {
     "PNG": (b"\x89PNG\r\n\x1a\n",),
     "JPEG": (b"\xff\xd8\xff",),
 }
+
+
+_PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -77,23 +86,38 @@ def decode_image(data: bytes, field: str, limits: LimitsConfig) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=[fmt])
-            width, height = image.size
-            if width * height > limits.max_image_pixels:
-                raise ApiError(
-                    413,
-                    field,
-                    f"{field}: {width}×{height} = {width * height} pixels, limit is {limits.max_image_pixels}",
-                    limit=limits.max_image_pixels,
-                )
-            if width < 1 or height < 1:
-                raise ApiError(400, field, f"{field}: image has no pixels ({width}×{height})")
+            _check_header(image, fmt, field, limits)
             image.load()
             image = ImageOps.exif_transpose(image)
             return image.convert("RGB")
     except ApiError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own, larger limit
-        limit = limits.max_image_pixels
-        raise ApiError(413, field, f"{field}: {exc}; limit is max_image_pixels {limit}", limit=limit) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own bomb check fires in ``Image.open`` above its (larger) limit, before ours can;
+        # the client is told ours, which is the one that applies.
+        found = _PILLOW_BOMB_PIXELS.search(str(exc))
+        raise _too_many_pixels(field, found.group(1) if found else "too many", limits.max_image_pixels) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ApiError(400, field, f"{field}: not a readable {fmt} image ({exc})") from None
+
+
+def _too_many_pixels(field: str, pixels, limit: int) -> ApiError:
+    return ApiError(413, field, f"{field}: {pixels} pixels, limit is max_image_pixels {limit}", limit=limit)
+
+
+def _check_header(image: Image.Image, fmt: str, field: str, limits: LimitsConfig) -> None:
+    """Limits that the header alone decides, before any pixel is decoded."""
+    width, height = image.size
+    if width * height > limits.max_image_pixels:
+        raise _too_many_pixels(field, f"{width}×{height} = {width * height}", limits.max_image_pixels)
+    side = limits.min_image_side
+    if width < side or height < side:
+        raise ApiError(
+            422,
+            field,
+            f"{field}: {width}×{height} pixels, each side must be at least min_image_side {side}",
+            limit=side,
+        )
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise ApiError(415, field, f"{field}: an animated {fmt} ({frames} frames); send a still image", limit=1)

@@ -9,7 +9,7 @@ from core.config import ConfigError, S3JediConfig, config_hash, load_config, sav
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("profile", ["tiny", "sd14", "sdxl"])
+@pytest.mark.parametrize("profile", ["tiny", "sd14", "sdxl", "toyworld"])
 def test_every_shipped_profile_loads(profile):
     cfg = load_config(profile)
     assert cfg.profile == profile
@@ -77,3 +77,34 @@ def test_config_round_trips_through_yaml_and_is_saved_with_its_hash(tmp_path):
 
 def test_profiles_dir_is_the_repo_configs():
     assert (REPO / "configs" / "tiny.yaml").is_file()
+
+
+def test_an_error_names_its_source_the_set_or_the_profile(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", ["seed=3", "datagen.foo=1"])
+    assert str(err.value) == "--set datagen.foo=1: datagen.foo: unknown field"
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", ["train.jedi.data.sources=[{kind: nope, path: x}]"])
+    assert str(err.value).startswith(
+        "--set train.jedi.data.sources=[{kind: nope, path: x}]: train.jedi.data.sources.0.kind"
+    )
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("datagen:\n  foo: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(mine, ["seed=3"])
+    assert str(err.value) == f"{mine}: datagen.foo: unknown field"
+
+
+def test_a_config_made_where_a_plugin_method_is_registered_validates_where_it_is_not():
+    """Ray workers and Serve replicas validate the config the driver sends them; a default that listed
+    whatever this process had registered would name a method they do not know."""
+    from core.methods import METHODS, Method
+    from core.methods.dreambooth import plan
+
+    METHODS["plugin-only"] = Method("plugin-only", "registered by a plugin", plan)
+    try:
+        sent = load_config("tiny").model_dump(mode="json")
+    finally:
+        del METHODS["plugin-only"]
+    assert "plugin-only" not in sent["toyworld"]["eval"]["finetune_methods"]
+    S3JediConfig.model_validate(sent)

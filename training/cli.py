@@ -22,7 +22,7 @@ app.add_typer(toyworld_cli.app, name="toyworld")
 @app.command("jedi")
 def jedi_cmd(config: ConfigOpt = "tiny", set_: SetOpt = None) -> None:
     """Train JeDi (train.jedi.*); rerun with the same run name to resume from the latest checkpoint."""
-    from training.jedi.trainer import fit
+    from training.jedi.recipe import fit
 
     cfg = config_from(config, set_)
     try:

@@ -1,9 +1,9 @@
-"""Build what a device call carries: ``.device/site-<tier>.tar.xz`` and ``.device/shared``.
+"""Build what the offline GPU host needs beside the repository: ``.device/site-<tier>.tar.xz`` and ``.device/shared``.
 
     python -m benchmarks.device.bundle core     # production, jedi
     python -m benchmarks.device.bundle ray      # + serving, datagen, pytest -m gpu (builds core too)
 
-Why archives of an installed tree rather than wheels: a call sends at most 64 MiB with the working
+Why archives of an installed tree rather than wheels: the transfer budget is 64 MiB with the working
 tree (~22 MiB), and Ray alone is a 79 MB wheel. Installing here lets us delete what never runs there
 (Ray's Java jars, RLlib) and recompress with xz; the device then only unpacks (``setup.sh``), with no
 pip and no network. Wheels are cp312 manylinux builds chosen by ``plan`` and cached in ``.device/wheels``,

@@ -4,7 +4,7 @@
 
 Prints the interpreter, torch and GPU, the version of every package the plan took from the image
 (the image list gives few versions), every requirement of a carried package that the environment
-fails, and imports the tier's modules. Exit 1 if an import fails: a call then ends in seconds
+fails, and imports the tier's modules. Exit 1 if an import fails: a run then ends in seconds
 instead of minutes into a benchmark. Unmet version requirements are printed, not fatal: a
 requirement is often stricter than what our code uses, and the imports decide.
 """

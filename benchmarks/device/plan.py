@@ -1,4 +1,4 @@
-"""Which packages a device call must carry, and whether the call still fits its size limit.
+"""Which packages the offline GPU host needs copied, and whether the copy stays within its size budget.
 
 Pure logic, no downloads: ``plan`` walks the ``Requires-Dist`` closure of a tier's root requirements
 through a ``fetch`` function (``bundle`` downloads wheels; a test passes recorded metadata) and decides
@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-# The device image's interpreter (KINDS.md: Python 3.12.3 at /opt/torch/.venv/bin/python3, x86-64 Linux).
+# The host image's interpreter (Python 3.12.3 at /opt/torch/.venv/bin/python3, x86-64 Linux).
 DEVICE_ENV = {
     "python_version": "3.12",
     "python_full_version": "3.12.3",
@@ -29,7 +29,7 @@ DEVICE_ENV = {
     "platform_machine": "x86_64",
     "os_name": "posix",
 }
-CALL_LIMIT_BYTES = 64 * 2**20  # working tree + carried paths of one `run` call (device README, Limits)
+CALL_LIMIT_BYTES = 64 * 2**20  # working tree + archives copied to the host at once (the transfer budget)
 
 
 @dataclass(frozen=True)

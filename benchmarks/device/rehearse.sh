@@ -1,9 +1,9 @@
 #!/bin/bash
-# Rehearse a device call on this machine (CPU):  benchmarks/device/rehearse.sh "CARRY PATHS" 'COMMAND'
+# Rehearse a run of the offline GPU host on a CPU machine:  benchmarks/device/rehearse.sh "NEEDED PATHS" 'COMMAND'
 #
-# Copies the working tree the way the `run` tool does (tracked and untracked-not-ignored files, plus the
-# carried paths) into $REHEARSE_DIR/repo, so ../shared is absent as it is there, and runs COMMAND in it with
-# the Python of a venv that mirrors the device image (Python 3.12, torch 2.11.0, transformers 5.17.0, ...):
+# Copies the working tree as it goes to the host (tracked and untracked-not-ignored files, plus the
+# needed paths) into $REHEARSE_DIR/repo, so ../shared is absent as it is there, and runs COMMAND in it with
+# the Python of a venv that mirrors the host image (Python 3.12, torch 2.11.0, transformers 5.17.0, ...):
 #   /root/.pyenv/versions/3.12.1/bin/python -m venv /tmp/devemu/venv
 #   /tmp/devemu/venv/bin/pip install torch==2.11.0 torchvision==0.26.0 transformers==5.17.0 \
 #     huggingface_hub==1.33.0 numpy==2.5.2 tokenizers==0.23.2 safetensors==0.8.0 accelerate==1.15.0 \

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails
 
 from core.config.base import Section
 
@@ -43,7 +44,9 @@ class SubjectsSection(Section):
         "template", description="template: deterministic, no model; transformers: models.llm on CPU/GPU; vllm: GPU"
     )
     categories_file: str = Field(
-        "datagen/categories.txt", min_length=1, description="one category per line, '#' comments; relative = repo"
+        "datagen/categories.txt",
+        min_length=1,
+        description="one category per line, '#' comments; relative = working directory, else the shipped file",
     )
     categories: list[str] | None = Field(None, description="inline categories; when set, categories_file is unused")
     num_categories: int | None = Field(3, ge=1, description="categories drawn (seeded) from the list; null = all")
@@ -178,7 +181,29 @@ class StylizeSection(Section):
     resources: StageResources = Field(default_factory=StageResources)
 
 
+_ADDED_SECTIONS: dict[str, type[Section]] = {}
+
+
+def add_stage_section(name: str, section: type[Section]) -> None:
+    """Accept ``datagen.<name>`` as the config section of a stage added to the builder from outside the
+    project (``datagen.stages.register``). Built-in stages have their fields below."""
+    if name in DatagenSection.model_fields or name in _ADDED_SECTIONS:
+        raise ValueError(f"datagen.{name} is already a config section")
+    if not (isinstance(section, type) and issubclass(section, Section)):
+        raise TypeError(f"datagen.{name}: a stage's config section must subclass core.config.base.Section")
+    _ADDED_SECTIONS[name] = section
+
+
+def remove_stage_section(name: str) -> None:
+    _ADDED_SECTIONS.pop(name, None)
+
+
 class DatagenSection(Section):
+    """How the builder runs, and one section per stage (``datagen.<stage>``). Sections of stages added
+    from outside (``add_stage_section``) are validated by their own class; any other key is an error."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
     execution: Literal["pools", "fused"] = Field(
         "pools",
         description="pools: one actor pool per model stage, each sized on its own; fused: one actor pool whose "
@@ -200,3 +225,28 @@ class DatagenSection(Section):
     consistency: ConsistencySection = Field(default_factory=ConsistencySection)
     backgrounds: BackgroundsSection = Field(default_factory=BackgroundsSection)
     stylize: StylizeSection = Field(default_factory=StylizeSection)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _added_sections(cls, data: Any, handler):
+        if not isinstance(data, dict):
+            return handler(data)
+        data, errors = dict(data), []
+        for key, value in data.items():
+            if key in cls.model_fields:
+                continue
+            if key not in _ADDED_SECTIONS:
+                errors.append(InitErrorDetails(type="extra_forbidden", loc=(key,), input=value))
+                continue
+            try:
+                data[key] = _ADDED_SECTIONS[key].model_validate(value)
+            except ValidationError as exc:
+                errors += [
+                    InitErrorDetails(type=e["type"], loc=(key, *e["loc"]), input=e["input"], ctx=e.get("ctx", {}))
+                    for e in exc.errors()
+                ]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        for key, section in _ADDED_SECTIONS.items():
+            data.setdefault(key, section())
+        return handler(data)

@@ -34,11 +34,20 @@ class SelectionConfig(Section):
     simple_samples: int = Field(
         0, ge=0, le=10_000, description="images of the simple prompt per subject (paper: 64); 0 = off"
     )
+    skip_bad_photos: bool = Field(
+        False, description="leave unreadable benchmark photos out (listed in the report) instead of stopping"
+    )
 
 
 class GenerationConfig(JeDiSampling):
-    method: Literal["jedi", "base"] = Field(
-        "jedi", description="generator: jedi (models.jedi + k reference photos) or base (models.sd, the floor)"
+    method: Literal["jedi", "base", "finetuned"] = Field(
+        "jedi",
+        description="generator: jedi (models.jedi + k reference photos), base (models.sd, the floor) or finetuned "
+        "(each subject's fine-tuned subject from the subject store)",
+    )
+    subject_id: str = Field(
+        "{subject}-dreambooth",
+        description="finetuned: the store id of each benchmark subject ({subject} = its folder name)",
     )
     references: int = Field(3, ge=1, le=16, description="k: reference photos given to JeDi (the first k, sorted)")
     steps: int = Field(2, ge=1, le=1000, description="denoising steps")
@@ -49,6 +58,13 @@ class GenerationConfig(JeDiSampling):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="generator precision (float16 on GPUs; CPU needs float32)"
     )
+
+    @field_validator("subject_id")
+    @classmethod
+    def _subject_slot(cls, value: str) -> str:
+        if "{subject}" not in value:
+            raise ValueError(f"{value!r} must contain {{subject}}")
+        return value
 
     @field_validator("resolution")
     @classmethod
@@ -66,6 +82,7 @@ class ScoringConfig(Section):
         None, description="second CLIP reported beside the primary (ViT-L/14); None = off"
     )
     dino: str | None = Field(None, description="DINO for DINO/MDINO (None = models.dino); production: ViT-S/16")
+    negclip: bool = Field(False, description="also score NegCLIP-T with models.negclip (paper 000's text score)")
     masked: bool = Field(True, description="compute MCLIP-I/MDINO (detector + segmenter cut out the subject)")
     box_threshold: float = Field(0.0, ge=0.0, le=1.0, description="detector box threshold for subject masks")
     text_threshold: float = Field(0.0, ge=0.0, le=1.0, description="detector text threshold for subject masks")

@@ -6,6 +6,9 @@ they run in seconds to minutes on the tiny model too. The shared part says how s
 prepared, how many subjects train at once, and where runs and outputs live. The training shell's
 ``OptimSection``/``ScalingSection``/``RunSection`` are reused as they are.
 
+Which methods exist is the registry's business (``core.methods``): ``method`` is checked against it,
+after the modules named in ``plugins`` have registered theirs.
+
 Prompt templates use the DreamBooth benchmark's placeholders: ``{0}`` is the subject's identifier
 token(s), ``{1}`` its class word (``"a photo of {0} {1}"`` → ``"a photo of sks dog"``).
 """
@@ -18,9 +21,6 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator, model_va
 
 from core.config.base import Section
 from core.config.training import OptimSection, RunSection, ScalingSection
-
-Method = Literal["dreambooth", "ti", "two-stage", "core"]
-METHODS: tuple[str, ...] = ("dreambooth", "ti", "two-stage", "core")
 
 # CoRe's regularization prompts: everyday contexts around the subject, so the context tokens' outputs
 # and attention are pulled towards what the super-category word would give them.
@@ -203,8 +203,23 @@ class ClassImagesSection(Section):
     actors: int = Field(1, ge=1, le=1024, description="generator actors (one GPU each when scaling.use_gpu)")
 
 
+def check_methods(names: list[str], field: str = "") -> list[str]:
+    """Every name a method that ``s3jedi finetune --method`` offers (``core.methods``)."""
+    from core.methods import names as offered
+
+    unknown = [n for n in names if n not in offered()]
+    if unknown:
+        raise ValueError(f"{field + ': ' if field else ''}{unknown[0]!r} is not one of {', '.join(offered())}")
+    return names
+
+
 class FinetuneSection(MergedSection):
-    method: Method = Field("dreambooth", description="default for --method")
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules that register more fine-tuning methods (core.methods.register); imported wherever "
+        "this config is loaded, Ray workers and Serve replicas included",
+    )
+    method: str = Field("dreambooth", description="default for --method (a registered method)")
     subject_id: str = Field(
         "{subject}-{method}", min_length=1, description="id of the output subject: {subject}, {method} placeholders"
     )
@@ -218,6 +233,8 @@ class FinetuneSection(MergedSection):
     flip: bool = Field(True, description="random horizontal flips of subject images")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     gradient_checkpointing: bool = False
+    validate_every: int = Field(0, ge=0, description="steps between validation samples; 0 = only at the end")
+    validation_steps: int = Field(4, ge=1, le=1000, description="denoising steps of a validation sample")
     concurrency: int = Field(2, ge=1, le=10_000, description="subjects trained at the same time")
     store: str | None = Field(
         None,
@@ -233,6 +250,21 @@ class FinetuneSection(MergedSection):
     run: RunSection = Field(
         default_factory=lambda: RunSection(name="finetune-tiny", checkpoint_every=100, num_to_keep=1)
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, data):
+        plugins = data.get("plugins") if isinstance(data, dict) else None
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            from core.methods.registry import import_plugins
+
+            import_plugins(plugins)
+        return data
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        return check_methods([value])[0]
 
     @field_validator("subject_id")
     @classmethod

@@ -68,14 +68,29 @@ def _describe(error: dict) -> str:
     return f"{where}: {msg}"
 
 
-def validate(data: dict[str, Any], source: str = "config") -> S3JediConfig:
+def _override_of(loc: tuple, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The last ``--set`` whose key and the error's location overlap (``datagen.foo=1`` for an error
+    at ``datagen.foo``, ``train.jedi.data.sources=[...]`` for one at ``train.jedi.data.sources.0.kind``,
+    ``datagen.instances.max_detections=2`` for a check of the whole ``datagen.instances``)."""
+    where = [str(p) for p in loc]
+    for assignment in reversed(overrides):
+        key = assignment.partition("=")[0].strip().split(".")
+        n = min(len(key), len(where))
+        if where and where[:n] == key[:n]:
+            return assignment
+    return None
+
+
+def validate(data: dict[str, Any], source: str = "config", overrides: list[str] | tuple[str, ...] = ()) -> S3JediConfig:
+    """The validated config; the error names its source: the ``--set`` that caused it, else ``source``."""
     try:
         return S3JediConfig.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         first = _describe(errors[0])
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {first}{more}") from None
+        override = _override_of(errors[0]["loc"], overrides)
+        raise ConfigError(f"{f'--set {override}' if override else source}: {first}{more}") from None
 
 
 def load_config(profile: str | Path = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> S3JediConfig:
@@ -88,7 +103,7 @@ def load_config(profile: str | Path = "tiny", overrides: list[str] | tuple[str, 
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for assignment in overrides:
         apply_override(data, assignment)
-    return validate(data, source=str(path))
+    return validate(data, source=str(path), overrides=overrides)
 
 
 def to_yaml(config: S3JediConfig) -> str:

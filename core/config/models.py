@@ -14,6 +14,7 @@ class ModelsConfig(Section):
     inpaint: str = Field("tiny", description="inpainting model, fills S3 backgrounds")
     pix2pix: str = Field("tiny", description="InstructPix2Pix, stylizes S3 sets")
     clip: str = Field("tiny", description="CLIP scorer (open_clip)")
+    negclip: str = Field("tiny", description="NegCLIP scorer for NegCLIP-T: the released negclip.pth or a directory")
     dino: str = Field("tiny", description="DINO scorer (transformers)")
     detector: str = Field("tiny", description="Grounding DINO open-set detector")
     segmenter: str = Field("tiny", description="SAM segmenter")

@@ -1,9 +1,11 @@
-"""Filtered self-distillation (``selfdistill.*``): teacher → mining → gold filter → student, per round.
+"""Filtered self-distillation (``selfdistill.*``, paper 000): teacher → mining → gold filter → student.
 
-The teacher is DreamBooth with ``finetune.dreambooth``'s settings (or an already published subject),
+The teacher is DreamBooth with ``finetune.dreambooth``'s settings except what the paper fixes here
+(all UNet weights trained, §3.1; the "a [V] [class noun]" prompt), or an already published subject;
 the student is the same DreamBooth loop on the subject's photos plus the gold samples with their
-mining prompts. Defaults are the tiny profile: 2 prompts × 2 images per subject, 4 denoising steps,
-so a round takes seconds per subject on a CPU; ``configs/sd14.yaml`` sets the production sizes
+mining prompts (§3.3). The method's own numbers (k, the conflict thresholds, the learning rate) are
+defaults here; the sizes default to the tiny profile: 2 prompts × 2 images per subject, 4 denoising
+steps, so a round takes seconds per subject on a CPU; ``configs/sd14.yaml`` sets the production sizes
 (25 prompts × 50 images, 50 steps, an LLM through vLLM).
 """
 
@@ -11,22 +13,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.config.base import Section
 from core.config.datagen import StageResources, VllmSection
 from core.config.evaluation import ScoringConfig
+from core.config.finetune import MergedSection, Template, UNetTuning
 
 
 class PromptWriterSection(Section):
-    """Mining prompts written by an LLM through the S3 builder's backends (``core.llm_json``)."""
+    """Mining prompts written by an LLM through the S3 builder's backends (``core.llm_json``): one set of
+    backgrounds, poses and outfits per class word, shared by every subject of that class (§3.2)."""
 
     backend: Literal["template", "transformers", "vllm"] = Field(
         "template", description="template: seeded from a list, no model; transformers: models.llm; vllm: GPU"
     )
-    num_prompts: int = Field(
-        2, ge=2, le=1000, description="prompts per subject and round (each is the others' negative)"
-    )
+    num_prompts: int = Field(2, ge=2, le=1000, description="mining prompts per class (production: 25)")
     max_prompt_chars: int = Field(120, ge=16, le=2000, description="longer prompts make the answer invalid")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="LLM sampling temperature; 0 = greedy")
     max_new_tokens: int = Field(512, ge=16, le=16384)
@@ -51,17 +53,29 @@ class MiningSection(Section):
 
 
 class GoldSection(Section):
-    """Gold = in the top k% by the image score AND in the top k% by the text score (per subject and round)."""
+    """Gold = in the top k% by the image score AND in the top k% by the text score (§3.2, per subject and
+    round): exactly ceil(k% · n) samples pass each score, ties broken by (prompt, sample)."""
 
     top_percent: float = Field(
-        50.0, gt=0.0, le=100.0, description="k: an image passes a score when it is among its best ceil(k% of n)"
+        12.0,
+        gt=0.0,
+        le=100.0,
+        description="k; the paper does not state it: 12 keeps 150 of 1,250 per score, ~17 gold per subject",
     )
     image_metric: Literal["mclip_i", "clip_i", "mdino", "dino"] = Field(
-        "mclip_i", description="identity score (masked CLIP-I: foreground via detector + segmenter)"
+        "mclip_i", description="identity score; the paper's CLIP-MI = masked CLIP-I (detector + segmenter)"
     )
-    text_metric: Literal["neg_clip_t", "clip_t"] = Field(
-        "neg_clip_t", description="text score (hard negatives = the subject's other mining prompts)"
+    text_metric: Literal["negclip_t", "clip_t", "hard_negative_acc"] = Field(
+        "negclip_t", description="text score; the paper's NegCLIP-T (models.negclip)"
     )
+
+
+class ConflictSection(Section):
+    """§4's conflict rate: the share of samples whose identity score (CLIP-MI) or text score (NegCLIP-T)
+    is below its minimum. The paper gives no values; these are this project's (docs/decisions.md)."""
+
+    min_identity: float = Field(0.7, ge=-1.0, le=1.0, description="minimum of gold.image_metric (CLIP-MI)")
+    min_text: float = Field(0.25, ge=-1.0, le=1.0, description="minimum of gold.text_metric (NegCLIP-T)")
 
 
 class StudentSection(Section):
@@ -69,9 +83,17 @@ class StudentSection(Section):
         0.5, ge=0.0, le=1.0, description="chance that a training image is a gold sample (when the subject has any)"
     )
     steps: int | None = Field(None, ge=1, le=100_000, description="student steps; null = finetune.dreambooth's")
+    gold_prompt: Literal["mining", "instance"] = Field(
+        "mining",
+        description="a gold sample's training prompt: its mining prompt (§3.3), or instance_prompt (§4.3's ablation)",
+    )
 
 
-class SelfDistillSection(Section):
+def _gold_scores() -> ScoringConfig:
+    return ScoringConfig(negclip=True)
+
+
+class SelfDistillSection(MergedSection):
     name: str = Field(
         "selfdistill-tiny",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
@@ -88,10 +110,17 @@ class SelfDistillSection(Section):
         description="id template ({subject}) of published subjects to use as round-1 teachers "
         "(e.g. {subject}-dreambooth); null = train them with finetune.dreambooth",
     )
+    unet: UNetTuning = Field(
+        default_factory=lambda: UNetTuning(mode="full"),
+        description="teacher and student: every UNet weight (§3.1, DreamBooth) or a LoRA",
+    )
+    lr: float = Field(5e-6, gt=0.0, le=1.0, description="teacher and student learning rate; 1e-4 suits unet.mode=lora")
+    instance_prompt: Template = Field("a {0} {1}", description="the photos' prompt, 'a [V] [class noun]' (§3.1)")
     prompts: PromptWriterSection = Field(default_factory=PromptWriterSection)
     mining: MiningSection = Field(default_factory=MiningSection)
-    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="the gold filter's scorers")
+    scoring: ScoringConfig = Field(default_factory=_gold_scores, description="the gold filter's scorers")
     gold: GoldSection = Field(default_factory=GoldSection)
+    conflict: ConflictSection = Field(default_factory=ConflictSection)
     student: StudentSection = Field(default_factory=StudentSection)
 
     @field_validator("subject_id", "teacher")
@@ -100,3 +129,11 @@ class SelfDistillSection(Section):
         if value is not None and "{subject}" not in value:
             raise ValueError(f"{value!r} must contain {{subject}}")
         return value
+
+    @model_validator(mode="after")
+    def _scored(self) -> SelfDistillSection:
+        if self.gold.text_metric == "negclip_t" and not self.scoring.negclip:
+            raise ValueError("gold.text_metric: negclip_t needs scoring.negclip=true")
+        if self.gold.image_metric.startswith("m") and not self.scoring.masked:
+            raise ValueError(f"gold.image_metric: {self.gold.image_metric} needs scoring.masked=true")
+        return self

@@ -25,6 +25,9 @@ class LimitsConfig(Section):
     max_image_pixels: int = Field(
         16_777_216, ge=1, le=400_000_000, description="width×height of one uploaded image (decompression bombs)"
     )
+    min_image_side: int = Field(
+        64, ge=1, le=4096, description="smallest width and height of an uploaded image (tiny ones would be upscaled)"
+    )
     image_formats: list[Literal["PNG", "JPEG", "WEBP"]] = Field(
         ["PNG", "JPEG", "WEBP"], min_length=1, description="accepted upload formats (sniffed from the bytes)"
     )
@@ -103,6 +106,9 @@ class ServingConfig(Section):
         None, description="fine-tuned subjects: dir or URI; null = $S3JEDI_HOME/subjects"
     )
     subjects_per_replica: int = Field(4, ge=1, le=1000, description="LRU size of loaded subjects per replica")
+    examples: Literal["toyworld"] | None = Field(
+        None, description="reference sets the demo page offers: toyworld = renders of its novel subjects; null = none"
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)

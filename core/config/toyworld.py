@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.config.base import Section
-from core.config.finetune import METHODS, FinetuneSection, MergedSection, Method
+from core.config.finetune import FinetuneSection, MergedSection, check_methods
 from core.config.jedi import GuidanceMode, JeDiSampling
 from core.config.training import RunSection
 from core.jedi.guidance import GUIDANCE_MODES
@@ -154,6 +154,12 @@ def toy_finetune() -> FinetuneSection:
     )
 
 
+def _methods() -> list[str]:
+    from core.methods import BUILTIN_NAMES
+
+    return list(BUILTIN_NAMES)
+
+
 class ToyWorldEvalSection(MergedSection, JeDiSampling):
     """``s3jedi toyworld eval``: novel subjects, prompts naming only the scene and a generic word.
 
@@ -183,8 +189,8 @@ class ToyWorldEvalSection(MergedSection, JeDiSampling):
     )
     steps: int = Field(25, ge=1, le=1000, description="DDIM denoising steps")
     loss_timesteps: int = Field(8, ge=1, le=1000, description="timesteps (with fixed noise) per loss-gap trial")
-    finetune_methods: list[Method] = Field(
-        default_factory=lambda: list(METHODS),
+    finetune_methods: list[str] = Field(
+        default_factory=_methods,
         description="fine-tuning rows (each method trained on every novel subject, on the base converted to a "
         "plain SD pipeline); [] = none",
     )
@@ -204,6 +210,11 @@ class ToyWorldEvalSection(MergedSection, JeDiSampling):
     threads: int = Field(
         1, ge=1, le=256, description="torch threads while sampling (16 px models: more threads only oversubscribe)"
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> ToyWorldEvalSection:
+        check_methods(self.finetune_methods, "finetune_methods")  # after finetune.plugins registered theirs
+        return self
 
 
 class ToyWorldSection(Section):

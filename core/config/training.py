@@ -38,15 +38,17 @@ class RunSection(Section):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         description="run name; rerunning with the same name resumes it",
     )
-    storage_path: str = Field("runs", description="local dir (relative = repo root) or URI (s3://, gs://)")
+    storage_path: str = Field(
+        "runs", description="local dir (relative = to the working directory) or URI (s3://, gs://)"
+    )
     checkpoint_every: int = Field(25, ge=1, description="steps between checkpoints")
     num_to_keep: int = Field(2, ge=1, description="checkpoints kept (oldest deleted)")
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = unlimited")
     log_every: int = Field(
         25,
         ge=1,
-        description="steps between metric reports to Ray Train (each report waits for the controller's "
-        "poll, ~2 s); TensorBoard gets the loss every step",
+        description="steps between progress lines and windowed metrics (loss, steps/s, ETA); TensorBoard gets "
+        "each step's loss, Ray Train a report with every checkpoint",
     )
     mlflow_tracking_uri: str | None = Field(None, description="also log metrics to MLflow (needs the mlflow extra)")
 
@@ -59,7 +61,9 @@ class DataSource(Section):
         "image); latents: the output of `s3jedi train precompute-latents`; video: clips (a folder, or a Parquet "
         "file with path+caption), frames at random distinct times",
     )
-    path: str = Field(..., min_length=1, description="directory or URI; relative paths are relative to the repo root")
+    path: str = Field(
+        ..., min_length=1, description="directory or URI; a relative path is taken from the working directory"
+    )
     weight: float = Field(1.0, gt=0, description="share of steps drawn from this source (normalised)")
     caption: str = Field(
         "a photo of {name}",
@@ -140,4 +144,9 @@ class JeDiTrainSection(Section):
 
 
 class TrainSection(Section):
+    resume: Literal["check", "force"] = Field(
+        "check",
+        description="rerunning a run name continues it; check: refuse when settings that decide the weights "
+        "changed (JeDi, fine-tuning and multi-concept runs alike), force: continue with the new settings",
+    )
     jedi: JeDiTrainSection = Field(default_factory=JeDiTrainSection)

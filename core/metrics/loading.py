@@ -20,10 +20,13 @@ FAMILY = {"clip_secondary": "clip"}
 
 def scoring_backbones(scoring: ScoringConfig, models: ModelsConfig) -> dict[str, str]:
     """Zoo reference of every model that scores: the section pins its own CLIP/DINO or falls back to
-    ``models.*``; detector and segmenter only when masked scores are on."""
+    ``models.*``; NegCLIP (``models.negclip``) only when NegCLIP-T is on, detector and segmenter only
+    when masked scores are."""
     refs = {"clip": scoring.clip or models.clip, "dino": scoring.dino or models.dino}
     if scoring.clip_secondary:
         refs["clip_secondary"] = scoring.clip_secondary
+    if scoring.negclip:
+        refs["negclip"] = models.negclip
     if scoring.masked:
         refs.update(detector=models.detector, segmenter=models.segmenter)
     return refs
@@ -42,6 +45,7 @@ def load_suite(
         loaded["clip"],
         loaded["dino"],
         clip_secondary=loaded.get("clip_secondary"),
+        negclip=loaded.get("negclip"),
         detector=loaded.get("detector"),
         segmenter=loaded.get("segmenter"),
         mask_settings=mask_settings,

@@ -4,7 +4,10 @@
 - **CLIP-I** / **DINO**: cosine of the image with each real photo of the subject, averaged.
 - **MCLIP-I** / **MDINO**: the same on foreground-only images (subject cut out, background filled)
   on both sides, so only the subject is compared.
-- **hard-negative accuracy** and **conflict** (``core.metrics.text_alignment``), from the primary CLIP.
+- **NegCLIP-T** (``negclip_t``, with a ``negclip`` scorer): cosine of the image and its prompt under
+  NegCLIP (paper 000 §3.2), CLIP-T's computation on a CLIP fine-tuned to read composition.
+- **hard-negative accuracy** (``hard_negative_acc``) and **conflict** (``core.metrics.text_alignment``),
+  from the primary CLIP: this project's own text metrics, not NegCLIP-T.
 - Optionally a second CLIP (ViT-L/14 beside the ViT-B/32 of published tables): ``*_secondary``.
 
 A subject's reference features are computed once (``references``) and reused for every batch of
@@ -54,17 +57,19 @@ class MetricSuite:
         dino,
         *,
         clip_secondary=None,
+        negclip=None,
         detector=None,
         segmenter=None,
         mask_settings: MaskSettings | None = None,
         batch_size: int = 32,
     ):
-        """``clip``/``clip_secondary``: zoo ``ClipScorer``; ``dino``: zoo ``DinoScorer``. Masks are detected
+        """``clip``/``clip_secondary``/``negclip``: zoo ``ClipScorer``; ``dino``: zoo ``DinoScorer``. Masks are detected
         when ``detector``, ``segmenter`` and ``mask_settings`` are all given; masks passed to
         ``references``/``score`` explicitly are used either way."""
         self.encoders = {"clip": clip, "dino": dino}
         if clip_secondary is not None:
             self.encoders["clip_secondary"] = clip_secondary
+        self.negclip = negclip
         self.detector, self.segmenter = detector, segmenter
         self.mask_settings = mask_settings
         self.batch_size = batch_size
@@ -80,7 +85,9 @@ class MetricSuite:
         for key in self.encoders:
             plain, masked = IDENTITY_METRICS[key]
             names += [plain, masked] if self.detects_masks else [plain]
-        names += ["neg_clip_t", "conflict"]
+        if self.negclip is not None:
+            names.append("negclip_t")
+        names += ["hard_negative_acc", "conflict"]
         if self.detects_masks:
             names += ["mask_found", "mask_fraction"]
         return names
@@ -134,7 +141,7 @@ class MetricSuite:
     ) -> dict[str, np.ndarray]:
         """Per-image scores of ``images`` (one prompt each, token-free) against one subject's references.
 
-        ``negatives[i]``: hard-negative prompts of image i (default: none, accuracy NaN). ``masks``
+        ``negatives[i]``: hard-negative prompts of image i (default: none, ``hard_negative_acc`` NaN). ``masks``
         overrides detection. Masked scores are NaN for an image without a mask.
         """
         images = [im.convert("RGB") for im in images]
@@ -169,9 +176,13 @@ class MetricSuite:
                     neg = [
                         torch.stack([table[t] for t in ns]) if ns else torch.empty(0, emb.shape[1]) for ns in negatives
                     ]
-                    out["neg_clip_t"] = hard_negative_accuracy(emb, prompt_emb, neg).numpy().astype(np.float64)
+                    out["hard_negative_acc"] = hard_negative_accuracy(emb, prompt_emb, neg).numpy().astype(np.float64)
                     subject_emb = table[subject_text].expand_as(emb)
                     out["conflict"] = conflicts(emb, prompt_emb, subject_emb).numpy()
+        if self.negclip is not None:
+            image_emb = self.negclip.encode_images(images, batch_size=self.batch_size)
+            prompt_emb = self.negclip.encode_texts(list(prompts))
+            out["negclip_t"] = paired_cosine(image_emb, prompt_emb).numpy().astype(np.float64)
         if found is not None:
             out["mask_found"] = np.array([m is not None for m in found])
             out["mask_fraction"] = np.array([np.nan if m is None else float(np.mean(m)) for m in found])
@@ -180,6 +191,8 @@ class MetricSuite:
     def describe(self) -> dict:
         """The exact backbones and preprocessing behind the scores, JSON-able."""
         info: dict = {key: describe_encoder(enc) for key, enc in self.encoders.items()}
+        if self.negclip is not None:
+            info["negclip"] = describe_encoder(self.negclip)
         if self.detects_masks:
             info["masks"] = {
                 "detector": self.detector.name,

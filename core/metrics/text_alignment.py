@@ -4,9 +4,11 @@ CLIP-T alone rewards any image that matches the prompt's *words*, including the 
 word, so an image that only shows the subject still scores well. Two sharper views, both computed
 from the same CLIP embeddings as CLIP-T:
 
-- **hard-negative accuracy** (NegCLIP-style): the other prompts of the benchmark for the same
-  subject differ only in the context ("in the snow" vs "on the beach"), so they are hard negatives.
-  Per image: the fraction of negatives that its own prompt beats.
+- **hard-negative accuracy** (``hard_negative_acc``): the other prompts of the benchmark for the
+  same subject differ only in the context ("in the snow" vs "on the beach"), so they are hard
+  negatives. Per image: the fraction of negatives that its own prompt beats. It takes few values (a
+  multiple of 1/negatives), so it ranks images coarsely. It is *not* NegCLIP-T, which is a cosine
+  under the NegCLIP model (``core.zoo.families.negclip``, the suite's ``negclip_t``).
 - **conflict**: the image is at least as close to the bare subject text (``"a dog"``) as to its
   full prompt, i.e. the subject was kept but the prompt's context was lost (the failure mode of
   overfitted personalization). The conflict rate is the mean over images.

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from core import storage
 from core.s3.layout import SETS_DIR
-from core.s3.schema import REJECTS_SCHEMA, SETS_SCHEMA
+from core.s3.schema import OPTIONAL, REJECTS_SCHEMA, SETS_SCHEMA, with_provenance
 from core.s3.sets import ImageSet
 
 TMP_SUFFIX = ".tmp"
@@ -30,9 +30,14 @@ def _tmp_and_parent(path: str):
 
 
 def write_table(table: pa.Table, path: str) -> str:
-    """Write ``table`` as one Parquet file at ``path`` (local or URI), atomically."""
+    """Write ``table`` as one Parquet file at ``path`` (local or URI), atomically. An empty table is a file
+    with no row group: ``pq.write_table`` would write one of 0 rows, which the ``datasets`` Parquet
+    reader cannot read (it takes the first row group's size as its batch size)."""
     fs, final, tmp = _tmp_and_parent(path)
-    pq.write_table(table, tmp, filesystem=fs)
+    if table.num_rows:
+        pq.write_table(table, tmp, filesystem=fs)
+    else:
+        pq.ParquetWriter(tmp, table.schema, filesystem=fs).close()
     fs.move(tmp, final)
     return storage.resolve(path)
 
@@ -46,16 +51,36 @@ def write_bytes(data: bytes, path: str) -> str:
     return storage.resolve(path)
 
 
-def sets_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    """Rows of the sets table (``ImageSet.to_row`` or the builder's own) as a table of ``SETS_SCHEMA``;
-    a missing field or a wrong type raises here, not in a reader later."""
-    return pa.Table.from_pylist(list(rows), schema=SETS_SCHEMA)
+def _null_fields(name: str, array: pa.Array) -> list[str]:
+    """Dotted names (``images[].image.bytes``) of the required fields under ``array`` that hold a null."""
+    found = [] if name in OPTIONAL or array.null_count == 0 else [name]
+    if pa.types.is_list(array.type):
+        found += _null_fields(f"{name}[]", array.flatten())
+    elif pa.types.is_struct(array.type):
+        for field in array.type:
+            found += _null_fields(f"{name}.{field.name}", array.field(field.name))
+    return found
+
+
+def sets_table(rows: Iterable[dict[str, Any]], provenance: dict[str, Any] | None = None) -> pa.Table:
+    """Rows of the sets table (``ImageSet.to_row`` or the builder's own) as a table of ``SETS_SCHEMA``, with
+    the shard's ``provenance`` map in its metadata. A wrong type or a missing required value raises here,
+    naming the field, not in a reader later."""
+    table = pa.Table.from_pylist(list(rows), schema=with_provenance(SETS_SCHEMA, provenance))
+    for column, name in zip(table.columns, table.column_names, strict=True):
+        missing = _null_fields(name, column.combine_chunks())
+        if missing:
+            raise ValueError(f"S3 sets: {', '.join(missing)}: a value is required")
+    return table
 
 
 def rejects_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=REJECTS_SCHEMA)
 
 
-def write_sets(sets: Iterable[ImageSet], root: str, shard: str = "shard-00000") -> str:
+def write_sets(
+    sets: Iterable[ImageSet], root: str, shard: str = "shard-00000", provenance: dict[str, Any] | None = None
+) -> str:
     """Write in-memory sets as one shard of a dataset rooted at ``root`` (fixtures, imports)."""
-    return write_table(sets_table(s.to_row() for s in sets), storage.join(root, SETS_DIR, f"{shard}.parquet"))
+    table = sets_table((s.to_row() for s in sets), provenance)
+    return write_table(table, storage.join(root, SETS_DIR, f"{shard}.parquet"))

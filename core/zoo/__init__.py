@@ -24,8 +24,9 @@ from typing import Any
 from core.paths import zoo_dir
 from core.zoo.build import build, is_built
 from core.zoo.errors import ModelNotFoundError, UnsafeWeightsError, ZooError
-from core.zoo.registry import Family, get
+from core.zoo.family import Family
 from core.zoo.registry import families as all_families
+from core.zoo.registry import get
 
 __all__ = [
     "Family",

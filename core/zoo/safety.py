@@ -14,10 +14,22 @@ import torch
 from core.zoo.errors import UnsafeWeightsError
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def _numpy_scalar_globals() -> list:
+    """What unpickling a numpy scalar needs: the scalar constructor (under numpy 1's and 2's module
+    names) and the dtypes it is built from. They rebuild numbers from bytes and call nothing else."""
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar
+    dtypes = [np.dtypes.Float64DType, np.dtypes.Float32DType, np.dtypes.Int64DType, np.dtypes.Int32DType]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
+
+
+def load_state_dict(path: str | Path, *, numpy_scalars: bool = False) -> dict[str, torch.Tensor]:
     """Read a state dict from ``path`` (safetensors, or a pickle restricted to tensors).
 
-    Checkpoints that wrap the state dict (``{"model": {...}}``, as Grounding DINO's do) are unwrapped.
+    Checkpoints that wrap the state dict (``{"model": {...}}``, as Grounding DINO's do, or a trainer's
+    ``{"state_dict": {...}, "optimizer": ...}``) are unwrapped. ``numpy_scalars``: also accept numpy
+    scalars, which trainers leave in such checkpoints (open_clip's stores its learning rate as one).
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -25,15 +37,17 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals() if numpy_scalars else []):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UnsafeWeightsError(
             f"{path}: refused to load; it is not a plain tensor checkpoint "
             f"(torch.load(weights_only=True) said: {str(exc).splitlines()[0]}). "
             "Convert it to safetensors on a trusted machine."
         ) from exc
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UnsafeWeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
@@ -57,19 +71,28 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
         )
 
 
-def refuse_pickle_only_dir(source: str, family: str) -> None:
-    """Name the real problem when a local checkpoint exists only as a pickle.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
-    ``use_safetensors=True`` makes transformers refuse it anyway, but with "no file named
-    model.safetensors", which reads like a missing download rather than a refused unsafe format.
+
+def refuse_pickle_only_dir(source: str, family: str) -> None:
+    """Name the real problem when some part of a local checkpoint exists only as a pickle.
+
+    Checked per folder: a pipeline folder whose ``unet/`` holds only ``diffusion_pytorch_model.bin``
+    while the other components have safetensors is refused as a pickle, naming ``unet/…``. Loading
+    with ``use_safetensors=True`` would refuse it anyway, but with "no file named
+    ….safetensors", which reads like a missing download rather than a refused unsafe format. A
+    pickle next to safetensors in the same folder is left alone: the safetensors are what loads.
     """
     path = Path(source)
-    if not path.is_dir() or any(path.rglob("*.safetensors")):
+    if not path.is_dir():
         return
-    pickles = sorted(str(p.relative_to(path)) for ext in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in path.rglob(ext))
+    pickles = []
+    for folder in sorted({p.parent for p in path.rglob("*") if p.suffix in PICKLE_SUFFIXES and p.is_file()}):
+        if not any(folder.glob("*.safetensors")):
+            pickles += sorted(str(p.relative_to(path)) for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise UnsafeWeightsError(
-            f"models.{family}: {source} holds only pickled weights ({', '.join(pickles)}), which could run "
-            "code when loaded; convert them to safetensors on a trusted machine "
-            "(model.save_pretrained(dir, safe_serialization=True))"
+            f"models.{family}: {source} has only pickled weights for {', '.join(pickles)} (no safetensors "
+            "beside them); a pickle could run code when loaded, so it was refused. Convert them to "
+            "safetensors on a trusted machine (model.save_pretrained(dir, safe_serialization=True))"
         )

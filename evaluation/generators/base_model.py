@@ -10,9 +10,10 @@ from PIL import Image
 
 from core import zoo
 from core.config import S3JediConfig
+from evaluation.benchmark import fill
 from evaluation.generators.interface import DTYPES, SubjectInput, seeded
 
-IGNORED = ("references", "guidance", "image_guidance_scale", "joint_targets")
+IGNORED = ("references", "guidance", "image_guidance_scale", "joint_targets", "subject_id")
 """Generation settings that do not apply to a text-only model (left out of its description)."""
 
 
@@ -23,17 +24,17 @@ class BaseModelGenerator:
         self.pipe = zoo.load("sd", self.ref, home=cfg.home, device=device, dtype=DTYPES[self.settings.dtype])
         self.pipe.set_progress_bar_config(disable=True)
 
-    def token(self, subject: SubjectInput) -> str:
-        return ""
+    def prompt(self, subject: SubjectInput, template: str) -> str:
+        return fill(template, "", subject.class_name)
 
     @classmethod
     def inputs(cls, cfg: S3JediConfig, subject: SubjectInput) -> list[str]:
         return []
 
-    def generate(self, subject: SubjectInput, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+    def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
         s = self.settings
         return self.pipe(
-            prompt=prompts,
+            prompt=[self.prompt(subject, t) for t in templates],
             num_inference_steps=s.steps,
             guidance_scale=s.guidance_scale,
             height=s.resolution,

@@ -1,13 +1,12 @@
 """What the benchmark runner needs from a generator, and nothing more.
 
-A generator turns (subject, prompts, seeds) into images. It decides what fills the ``{0}`` token of
-the prompt templates (nothing for finetuning-free methods, ``sks`` for a DreamBooth model) and which
-of the subject's photos it looks at. Subjects travel with their photos as bytes, so an actor on any
-node of a cluster can generate without a shared disk.
+A generator turns (subject, prompt templates, seeds) into images. It decides what fills the ``{0}``
+token of the benchmark's templates (nothing for finetuning-free methods, the subject's learned token
+for a fine-tuned subject) and which of the subject's photos it looks at. Subjects travel with their
+photos as bytes, so an actor on any node of a cluster can generate without a shared disk.
 
-Adding a generator (e.g. fine-tuned subject directories) is one module with a class following
-``Generator`` plus one entry in ``evaluation.generators.GENERATORS`` and in the
-``evaluation.generation.method`` choices.
+Adding a generator is one module with a class following ``Generator`` plus one entry in
+``evaluation.generators.GENERATORS`` and in the ``evaluation.generation.method`` choices.
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ class SubjectInput:
 
 
 class Generator(Protocol):
-    def token(self, subject: SubjectInput) -> str:
-        """What replaces ``{0}`` in the prompt templates for this subject."""
+    def prompt(self, subject: SubjectInput, template: str) -> str:
+        """The prompt the model sees for a benchmark template (``{0}`` = the subject's token, ``{1}`` =
+        its class), recorded with every image."""
         ...
 
     @classmethod
@@ -48,8 +48,8 @@ class Generator(Protocol):
         one-line error naming the setting (ValueError), not a failed actor."""
         ...
 
-    def generate(self, subject: SubjectInput, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
-        """One image per (prompt, seed); image i depends only on prompts[i] and seeds[i]."""
+    def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (template, seed); image i depends only on templates[i] and seeds[i]."""
         ...
 
     @classmethod

@@ -7,6 +7,7 @@ from PIL import Image
 from core import zoo
 from core.config import S3JediConfig
 from core.zoo.families.jedi import read_spec
+from evaluation.benchmark import fill
 from evaluation.generators.interface import DTYPES, SubjectInput, seeded
 
 
@@ -17,8 +18,8 @@ class JeDiGenerator:
         self.pipe = zoo.load("jedi", self.ref, home=cfg.home, device=device, dtype=DTYPES[self.settings.dtype])
         self.pipe.set_progress_bar_config(disable=True)
 
-    def token(self, subject: SubjectInput) -> str:
-        return ""
+    def prompt(self, subject: SubjectInput, template: str) -> str:
+        return fill(template, "", subject.class_name)
 
     @classmethod
     def inputs(cls, cfg: S3JediConfig, subject: SubjectInput) -> list[str]:
@@ -35,11 +36,11 @@ class JeDiGenerator:
             )
         return [name for name, _ in subject.photos[:k]]
 
-    def generate(self, subject: SubjectInput, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+    def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
         s = self.settings
         return self.pipe(
             subject.images(s.references),
-            prompts,
+            [self.prompt(subject, t) for t in templates],
             num_inference_steps=s.steps,
             guidance=s.guidance,
             image_guidance_scale=s.image_guidance_scale,
@@ -53,5 +54,5 @@ class JeDiGenerator:
     @classmethod
     def describe(cls, cfg: S3JediConfig) -> dict:
         g = cfg.evaluation.generation
-        unused = {"guidance_scale"} if g.guidance != "decomposed" else set()
+        unused = {"subject_id"} | ({"guidance_scale"} if g.guidance != "decomposed" else set())
         return {"model": cfg.models.jedi, **g.model_dump(mode="json", exclude=unused)}

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from core.config.toyworld import ToyWorldEvalSection
-from evaluation.toyworld.finetuned import LABELS, FinetunedSubjects
+from core.methods import get as method
+from evaluation.toyworld.finetuned import FinetunedSubjects
 from evaluation.toyworld.trials import Trial
 
 PROMPTS_PER_CALL = 16
@@ -129,7 +130,7 @@ def conditions(ev: ToyWorldEvalSection, max_set_size: int) -> list[Condition]:
     rows += [
         Condition(
             f"ft-{m}",
-            f"{LABELS[m]} on the toy base, {ev.finetune_images} renders",
+            f"{method(m).label} on the toy base, {ev.finetune_images} renders",
             "finetuned",
             text_scale=ev.guidance_scale,
             coupled=False,

@@ -26,6 +26,7 @@ from core import storage, zoo
 from core.config import S3JediConfig
 from core.jedi.plain import plain_pipeline
 from core.logs import get_logger
+from core.progress import Progress
 from core.threads import torch_threads
 from core.toyworld.oracle import read
 from core.toyworld.world import COLOURS, SHAPES
@@ -121,8 +122,8 @@ def pairs(rows: list[Row], k2: int, references: list[int]) -> list[tuple[str, st
 
 
 def load_pipeline(ref: str, home=None):
-    """A JeDi pipeline; a relative directory is taken relative to the repository root (where the
-    shipped checkpoints live), whatever the working directory."""
+    """A JeDi pipeline; a relative directory is taken from the working directory, and the shipped
+    checkpoints (``assets/toyworld``) from the installation when it has none (``core.storage``)."""
     local = storage.local_path(ref)
     return zoo.load("jedi", str(local) if local.exists() else ref, home=home)
 
@@ -177,7 +178,7 @@ def _run_experiment(cfg: S3JediConfig, finetuner: Finetuner | None) -> Experimen
         summary = finetune_summary(cfg, finetuned, trials)
 
     rows, records, images = [], [], {}
-    for cond in conditions(ev, pipes["jedi"].spec.max_set_size):
+    for cond in Progress(conditions(ev, pipes["jedi"].spec.max_set_size), desc="conditions", unit="condition"):
         t = time.perf_counter()
         if cond.model == "finetuned":
             images[cond.key] = generate_finetuned(finetuned, trials, cond, ev)

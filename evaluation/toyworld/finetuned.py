@@ -17,8 +17,6 @@ import numpy as np
 from core.config import S3JediConfig
 from core.toyworld.world import Subject
 
-LABELS = {"dreambooth": "DreamBooth", "ti": "Textual Inversion", "two-stage": "two-stage TI→UNet", "core": "CoRe"}
-
 
 class FinetunedSubjects(Protocol):
     scenes: dict[str, list[str]]

@@ -3,11 +3,13 @@
 
 const $ = (id) => document.getElementById(id);
 const base = new URL("..", window.location.href); // the app root, wherever the page is mounted
+let examples = []; // reference sets offered by the server (GET /v1/examples)
+let exampleReferences = null; // data URLs of the chosen set, used when no file is chosen
 
 $("api-key").value = sessionStorage.getItem("s3jedi-api-key") || "";
 $("api-key").addEventListener("change", () => {
   sessionStorage.setItem("s3jedi-api-key", $("api-key").value);
-  loadModels();
+  loadServer();
 });
 
 function headers(json) {
@@ -20,7 +22,9 @@ function headers(json) {
 
 function showError(status, body) {
   const e = (body && body.error) || { message: String(body) };
-  $("error").textContent = `HTTP ${status}` + (e.field ? ` — ${e.field}` : "") + `: ${e.message}`;
+  // The API's messages start with the field they name ("references: ..."); others get it prefixed.
+  const named = !e.field || e.message.startsWith(e.field + ":");
+  $("error").textContent = `HTTP ${status}: ` + (named ? e.message : `${e.field}: ${e.message}`);
   $("error").hidden = false;
 }
 
@@ -44,7 +48,7 @@ async function call(method, path, body) {
   return parsed;
 }
 
-async function loadModels() {
+async function loadServer() {
   const models = await call("GET", "v1/models");
   if (!models) return;
   clearMessages();
@@ -55,6 +59,21 @@ async function loadModels() {
   select.length = 1;
   for (const s of models.subjects) {
     select.add(new Option(`${s.subject_id} (${s.method}, ${s.tokens.join(" ")} ${s.class_word})`, s.subject_id));
+  }
+  const offered = await call("GET", "v1/examples");
+  examples = offered ? offered.examples : [];
+  $("example").length = 1;
+  examples.forEach((e, i) => $("example").add(new Option(e.name, String(i))));
+  $("examples").hidden = examples.length === 0;
+}
+
+function showPreviews(sources) {
+  $("previews").replaceChildren();
+  for (const [src, alt] of sources) {
+    const img = document.createElement("img");
+    img.src = src;
+    img.alt = alt;
+    $("previews").append(img);
   }
 }
 
@@ -67,14 +86,21 @@ function readAsDataURL(file) {
   });
 }
 
+$("example").addEventListener("change", () => {
+  const chosen = examples[Number($("example").value)];
+  $("references").value = "";
+  exampleReferences = chosen ? chosen.references : null;
+  $("example-description").textContent = chosen ? chosen.description : "";
+  if (chosen) $("prompts").value = chosen.prompts.join("\n");
+  showPreviews((exampleReferences || []).map((src, i) => [src, `${chosen.name}, reference ${i + 1}`]));
+});
+
 $("references").addEventListener("change", async () => {
-  $("previews").replaceChildren();
-  for (const file of $("references").files) {
-    const img = document.createElement("img");
-    img.src = await readAsDataURL(file);
-    img.alt = file.name;
-    $("previews").append(img);
-  }
+  exampleReferences = null;
+  $("example").value = "";
+  $("example-description").textContent = "";
+  const files = Array.from($("references").files);
+  showPreviews(await Promise.all(files.map(async (f) => [await readAsDataURL(f), f.name])));
 });
 
 function numberOrNull(id) {
@@ -96,7 +122,14 @@ function showResults(reply) {
     img.src = "data:image/png;base64," + item.image;
     img.alt = item.prompt;
     const caption = document.createElement("figcaption");
-    caption.textContent = `${item.prompt} (seed ${item.seed})`;
+    const text = document.createElement("span");
+    text.textContent = `${item.prompt} (seed ${item.seed})`;
+    const download = document.createElement("a");
+    download.className = "download";
+    download.href = img.src;
+    download.download = `s3jedi-seed-${item.seed}.png`;
+    download.textContent = "Download";
+    caption.append(text, document.createElement("br"), download);
     figure.append(img, caption);
     results.append(figure);
   }
@@ -120,19 +153,29 @@ async function run(button, path, body) {
 
 function common(promptsId) {
   const body = { prompts: lines(promptsId), images_per_prompt: numberOrNull("images-per-prompt") || 1 };
-  for (const [key, id] of [["steps", "steps"], ["guidance_scale", "guidance"], ["seed", "seed"]]) {
+  for (const [key, id] of [["steps", "steps"], ["guidance_scale", "guidance"]]) {
     const v = numberOrNull(id);
     if (v !== null) body[key] = v;
   }
+  // Seeds are integers below 2^53, exact as JS numbers. A longer one typed here would be rounded
+  // by Number(), so it goes as typed and the server names the limit.
+  const seed = $("seed").value.trim();
+  if (seed !== "") body.seed = Number.isSafeInteger(Number(seed)) ? Number(seed) : seed;
   return body;
 }
 
 $("personalize-button").addEventListener("click", async () => {
   const files = Array.from($("references").files);
   const body = common("prompts");
-  body.references = await Promise.all(files.map(async (f) => ({ image: await readAsDataURL(f) })));
+  body.references = files.length
+    ? await Promise.all(files.map(async (f) => ({ image: await readAsDataURL(f) })))
+    : (exampleReferences || []).map((image) => ({ image }));
   const imageGuidance = numberOrNull("image-guidance");
   if (imageGuidance !== null) body.image_guidance_scale = imageGuidance;
+  // The paper's guidance has one scale: a text guidance goes only with the decomposed mode.
+  if ($("guidance-mode").value) body.guidance = $("guidance-mode").value;
+  if (body.guidance !== "decomposed") delete body.guidance_scale;
+  if ($("joint-targets").value) body.joint_targets = $("joint-targets").value === "true";
   await run($("personalize-button"), "v1/personalize", body);
 });
 
@@ -142,4 +185,4 @@ $("generate-button").addEventListener("click", async () => {
   await run($("generate-button"), "v1/generate", body);
 });
 
-loadModels();
+loadServer();

@@ -1,8 +1,8 @@
 """The S3 stage benchmark (``benchmarks/bench_datagen.py``, part 3) runs and reports its mechanics.
 
 The GPU entry (every family ``shape``, production sizes) can only run where a GPU is; its CPU
-rehearsal is the same function at reduced sizes, so that the code a GPU session depends on is run
-here. Timings are not asserted, only that every stage was reached and reported.
+rehearsal is the same function at reduced sizes, so that the code a GPU run depends on has run on
+a CPU. Timings are not asserted, only that every stage was reached and reported.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import time
 import pytest
 
 from benchmarks import bench_datagen
-from datagen.stages import IMAGE_STAGES, MODEL_FAMILIES
+from datagen.stages import image_stages
+
+IMAGE_STAGES = [s.name for s in image_stages()]
 
 
 def check_mechanics(result: dict, subjects: int) -> None:
@@ -61,7 +63,7 @@ def test_rehearsal_refuses_unknown_shape_families():
 def test_gpu_entry_config_is_the_production_profile_on_shape_models():
     """What the GPU entry will run, checked without a GPU: production sizes, every datagen family
     ``shape``, one GPU shared by five pools."""
-    families = [f for fams in MODEL_FAMILIES.values() for f in fams]
+    families = [f for s in image_stages() for f in s.families]
     cfg = bench_datagen.stages_config("cuda", 6, set(families))
     d = cfg.datagen
     assert (d.collages.size, d.collages.steps, d.collages.images_per_subject) == (1024, 30, 4)

@@ -1,7 +1,7 @@
 """The GPU plans of the benchmarks, rehearsed on CPU (``S3JEDI_BENCH_REHEARSE=1``).
 
-A session lent a GPU has minutes, not hours: the production-shaped models, half precision, bf16
-autocast and the Serve deployment on the SD1.4 shape must already have run before it starts. These
+GPU time is scarce: the production-shaped models, half precision, bf16 autocast and the Serve
+deployment on the SD1.4 shape must already have run before a GPU run starts. These
 run the benchmarks' own ``run()`` with the GPU plan at CPU sizes (production: ~9 minutes and ~17 GB of RAM,
 its fp32 training step with AdamW on the 860M UNet; serving ~3 minutes: slow).
 """

@@ -14,6 +14,7 @@ from cluster.cli import app
 from cluster.jobs import KINDS, JobSpecError, build_request, config_reference
 from cluster.runtime_env import constraint_pins, pinned_requirements, runtime_env
 from core.config import ConfigError, config_hash, load_config
+from core.logs import library_env
 from tests.conftest import REPO
 
 
@@ -24,8 +25,13 @@ def test_each_kind_runs_the_module_a_local_run_uses():
         "precompute-latents": ["-m", "training", "precompute-latents", "--config", "tiny", "--out", "/data/s3"],
         "finetune": ["-m", "training", "finetune", "--config", "tiny"],
         "eval": ["-m", "evaluation", "--config", "tiny", "--out", "/data/s3"],
+        "selfdistill": ["-m", "training", "selfdistill", "--config", "tiny"],
+        "multiconcept": ["-m", "training", "multiconcept", "--config", "tiny"],
+        "toyworld-train": ["-m", "training", "toyworld", "train", "--config", "tiny"],
+        "toyworld-eval": ["-m", "cluster.cli", "toyworld", "eval", "--config", "tiny", "--out", "/data/s3"],
     }
-    storage = ["cluster.storage.checkpoints=/data/runs"]
+    storage = ["cluster.storage.checkpoints=/data/runs", "toyworld.train.ship=null"]
+    assert set(KINDS) == set(expected)
     for kind in KINDS:
         out = "/data/s3" if KINDS[kind].out_root else None
         request = build_request(kind, "tiny", storage, out=out)
@@ -39,6 +45,21 @@ def test_every_app_module_is_runnable_with_python_dash_m():
             [sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, f"python -m {module} --help: {done.stderr[-2000:]}"
+
+
+def test_every_job_writes_to_the_clusters_storage_roots():
+    roots = ["cluster.storage.checkpoints=/mnt/runs", "cluster.storage.subjects=/mnt/subjects"]
+    roots += ["cluster.storage.evaluations=/mnt/evals"]
+    selfdistill = build_request("selfdistill", "tiny", roots).config
+    assert (selfdistill.finetune.run.storage_path, selfdistill.finetune.store) == ("/mnt/runs", "/mnt/subjects")
+    multiconcept = build_request("multiconcept", "tiny", roots).config
+    assert multiconcept.multiconcept.run.storage_path == "/mnt/runs"
+    toy = build_request("toyworld-train", "tiny", [*roots, "toyworld.train.ship=null"])
+    assert toy.config.toyworld.train.out == "/mnt/runs/toyworld"
+    assert build_request("toyworld-eval", "tiny", roots).out == "/mnt/evals/tiny-toyworld"
+    assert build_request("eval", "tiny", roots).out == "/mnt/evals/tiny"
+    with pytest.raises(JobSpecError, match="toyworld.train.ship: 'assets/toyworld' is relative"):
+        build_request("toyworld-train", "tiny", roots)
 
 
 def test_storage_roots_become_overrides_before_the_users_own():
@@ -103,7 +124,15 @@ def test_preinstalled_ships_the_repo_without_local_state():
     env = runtime_env(cfg)
     assert env["working_dir"] == str(REPO) and "pip" not in env
     assert {".git", ".venv", ".cache", "outputs", "runs", "benchmarks/results"} <= set(env["excludes"])
-    assert env["env_vars"] == {"S3JEDI_LOG_FORMAT": "json", "S3JEDI_HOME": "/mnt/home", "HF_HOME": "/mnt/hf"}
+    configured = {"S3JEDI_LOG_FORMAT": "json", "S3JEDI_HOME": "/mnt/home", "HF_HOME": "/mnt/hf"}
+    assert env["env_vars"] == {**library_env(), **configured}
+    assert env["worker_process_setup_hook"] == "core.logs.quiet_ray_worker"
+
+
+def test_a_verbose_submission_keeps_every_library_line(monkeypatch):
+    monkeypatch.setenv("S3JEDI_VERBOSE", "1")
+    env = runtime_env(load_config("tiny", ["cluster.env_vars={TQDM_DISABLE: '0'}"]))
+    assert env["env_vars"] == {"S3JEDI_VERBOSE": "1", "TQDM_DISABLE": "0"}
 
 
 def test_pip_pins_every_requirement_to_the_lock_and_leaves_ray_to_the_cluster():
@@ -154,3 +183,10 @@ def test_bad_address_is_refused_before_anything_is_sent(tmp_path):
     )
     assert result.exit_code == 2
     assert result.output.startswith("error: --address: expected the dashboard URL of the head")
+
+
+def test_an_installed_package_cannot_ship_itself_as_the_jobs_code(tmp_path):
+    cfg = load_config("tiny")
+    with pytest.raises(ValueError, match="runs from an installed package here"):
+        runtime_env(cfg, repo=tmp_path)
+    assert runtime_env(load_config("tiny", ["cluster.packages=image"]), repo=tmp_path)["image_uri"]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from core.s3 import encode_image, encode_mask, iter_sets, read_rejects
-from datagen.output import OutputDir, ResumeMismatchError
+from datagen.output import OutputDir, ResumeMismatchError, needs_upgrade
 from datagen.rows import Item, Reject, Trace, WorkRow
+
+V1_BUILD = Path(__file__).parent / "data" / "s3-v1"
 
 PROV = {
     "config_hash": "c",
@@ -87,3 +93,60 @@ def test_claim_refuses_other_data_settings_naming_them(tmp_path):
     other = {"seed": 1, "datagen": {"collages": {"steps": 3, "size": 64}}}
     with pytest.raises(ResumeMismatchError, match=r"\(datagen.collages.steps, seed differ\)"):
         out.claim(other, "bbbb")
+
+
+def test_a_marker_records_its_files_and_verify_finds_every_kind_of_damage(tmp_path):
+    out = OutputDir(str(tmp_path))
+    for shard in (0, 1, 2, 3):
+        out.write_part(_row(f"mug-{shard}", shard, True))
+        out.compact(shard, [f"mug-{shard}"], PROV)
+    markers = out.done()
+    assert markers[0]["files"]["sets/shard-00000.parquet"]["rows"] == 1
+    assert markers[0]["files"]["rejects/shard-00000.parquet"]["rows"] == 1
+    assert markers[0]["rows"][0]["dropped"] == ["instances"], "the item rejects of the row, by stage"
+    assert all(out.verify(m) is None for m in markers.values())
+
+    sets1 = tmp_path / "sets" / "shard-00001.parquet"
+    sets1.write_bytes(sets1.read_bytes()[: sets1.stat().st_size // 2])
+    rejects2 = tmp_path / "rejects" / "shard-00002.parquet"
+    data = bytearray(rejects2.read_bytes())
+    data[100] ^= 0xFF  # one flipped byte: same size, footer intact
+    rejects2.write_bytes(bytes(data))
+    (tmp_path / "sets" / "shard-00003.parquet").unlink()
+    assert out.verify(markers[0]) is None
+    assert out.verify(markers[1]).startswith("sets/shard-00001.parquet: not a readable Parquet file (footer:")
+    assert out.verify(markers[2]) == "rejects/shard-00002.parquet differs from the checksum in its marker"
+    assert out.verify(markers[3]) == "sets/shard-00003.parquet is missing"
+
+    out.discard(1)
+    assert set(out.done()) == {0, 2, 3} and not sets1.exists()
+    assert not (tmp_path / "rejects" / "shard-00001.parquet").exists()
+
+
+def test_a_shard_of_the_previous_builder_is_verified_then_upgraded(tmp_path):
+    """``tests/datagen/data/s3-v1``: a build made by the builder before schema version 2 (markers without
+    checksums, provenance in every row, images as bare PNG bytes)."""
+    root = tmp_path / "old"
+    shutil.copytree(V1_BUILD, root)
+    out = OutputDir(str(root))
+    before = {s.set_id: s for s in iter_sets(str(root))}
+    old = out.done()
+    assert all(needs_upgrade(m) and out.verify(m) is None for m in old.values())
+    new = out.upgrade(old[0])
+    assert not needs_upgrade(new) and out.verify(new) is None and out.done()[0] == new
+    assert pq.read_schema(root / "sets" / "shard-00000.parquet").metadata[b"s3jedi.schema_version"] == b"2"
+    rejects = pq.read_table(root / "rejects" / "shard-00000.parquet").to_pylist()
+    assert sum(len(r["dropped"]) for r in new["rows"]) == sum(1 for r in rejects if r["item"]) == 23
+    after = {s.set_id: s for s in iter_sets(str(root))}
+    assert after.keys() == before.keys()
+    for sid, s in after.items():
+        assert s.provenance == before[sid].provenance and s.provenance["stage_versions"]["stylize"] == "1"
+        assert [im.tobytes() for im in s.images] == [im.tobytes() for im in before[sid].images]
+
+    damaged = dict(old[1])
+    sets1 = root / "sets" / "shard-00001.parquet"
+    data = bytearray(sets1.read_bytes())
+    data[len(data) // 4 : len(data) // 2] = bytes(len(data) // 2 - len(data) // 4)  # zeros over the pages
+    sets1.write_bytes(bytes(data))
+    reason = out.verify(damaged)  # no checksum: read through, every image decoded
+    assert reason == "sets/shard-00001.parquet: set jewelry-box-000: image 1: empty image bytes"

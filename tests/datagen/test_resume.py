@@ -1,14 +1,21 @@
-"""kill -9 of a running build's driver, then a rerun: exactly the sets of an uninterrupted build."""
+"""Resuming: after kill -9 of a running build's driver, and after finished shards were damaged, a rerun
+ends with exactly the sets of an uninterrupted build."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
-from core.s3 import iter_sets, read_rejects
+import numpy as np
+from typer.testing import CliRunner
+
+from cluster.cli import app
+from core.s3 import iter_sets, read_rejects, read_summary
 from datagen.pipeline import build
 from tests.conftest import REPO
 from tests.datagen.conftest import TINY, tiny_config
@@ -70,3 +77,36 @@ def test_killed_build_resumes_to_the_uninterrupted_result(reference_build, tmp_p
     assert _rejects(str(out)) == _rejects(reference_build.root)
     for key in ("sets", "images", "subjects_requested", "rejects_by_reason"):
         assert resumed.summary[key] == reference_build.summary[key]
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, ["datagen", *args])
+
+
+def test_damaged_shards_are_rebuilt_on_resume_and_said_so(reference_build, tmp_path):
+    """A finished shard cut to half and another scrambled: the rerun finds both, rebuilds them from their
+    subjects, says so, and ends with exactly the sets, rejects and counts of the undamaged build."""
+    root = tmp_path / "damaged"
+    shutil.copytree(reference_build.root, root)
+    cut = root / "sets" / "shard-00000.parquet"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    scrambled = root / "sets" / "shard-00002.parquet"
+    data = bytearray(scrambled.read_bytes())
+    data[len(data) // 4 : len(data) // 2] = np.random.default_rng(0).bytes(len(data) // 2 - len(data) // 4)
+    scrambled.write_bytes(bytes(data))
+
+    result = _cli("--out", str(root), *[a for o in (*TINY, FUSED) for a in ("--set", o)])
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"rebuilt 2 damaged shard\(s\): shard-00000 \(sets/shard-00000\.parquet: not a readable Parquet file "
+        r"\(footer: .*\)\); shard-00002 \(sets/shard-00002\.parquet differs from the checksum in its marker\)",
+        result.output,
+    ), result.output
+    summary = read_summary(str(root))
+    assert set(summary["this_run"]["rebuilt_shards"]) == {"shard-00000", "shard-00002"}
+    assert summary["this_run"]["subjects"] == 4, "the subjects of the two damaged shards, no other"
+    assert _sets(str(root)) == _sets(reference_build.root)
+    assert _rejects(str(root)) == _rejects(reference_build.root)
+    for key in ("sets", "images", "subjects_requested", "rejects_by_reason", "shards"):
+        assert summary[key] == reference_build.summary[key]
+    assert _cli("show", str(root), "--verify").exit_code == 0

@@ -59,3 +59,28 @@ def test_steady_rate_leaves_out_start_up_and_drain():
     stamps = [30.0, 31.0, 32.0, 33.0, 34.0, 35.0, 36.0, 36.1]  # 30 s of model loading, a burst at the end
     assert steady_rate(stamps) == 60.0  # indices 2..5: 3 subjects in 3 s
     assert steady_rate([5.0, 7.0]) == 30.0 and steady_rate([5.0]) is None and steady_rate([1.0, 1.0]) is None
+
+
+def test_dropped_items_are_counted_apart_from_rejected_rows():
+    """A box too small is an item the stage drops from a row it passes on: 0 rows rejected, 2 items dropped."""
+    tally = Tally()
+    ok = [("collages", "passed"), ("instances", "passed")]
+    tally.add({**_status(ok, False), "dropped": ["instances", "instances"]})
+    tally.add(_status(ok, False))  # a marker of an older builder: no "dropped"
+    st = tally.stages["instances"]
+    assert (st.entered, st.passed, st.rejected, st.items_dropped) == (2, 2, 0, 2)
+    rejects = pa.Table.from_pylist(
+        [
+            {"row_id": "a", "stage": "instances", "reason": "too-small", "details": "d", "item": "collage 0 box 1"},
+            {"row_id": "b", "stage": "instances", "reason": "too-small", "details": "d", "item": "collage 1 box 0"},
+            {"row_id": "b", "stage": "instances", "reason": "too-small", "details": "d", "item": "collage 1 box 2"},
+            {"row_id": "c", "stage": "consistency", "reason": "inconsistent", "details": "d", "item": None},
+        ],
+        schema=REJECTS_SCHEMA,
+    )
+    tally.count_dropped(rejects)  # the rejects table is the record for every shard
+    assert tally.stages["instances"].items_dropped == 3 and tally.stages["consistency"].items_dropped == 0
+    summary = summary_dict(tally, rejects, {})
+    again = Tally.from_summary({**summary, "stages": {**summary["stages"], "added": {"entered": 1, "new_field": 0}}})
+    assert again.stages["instances"] == tally.stages["instances"] and again.stages["added"].entered == 1
+    assert again.sets == tally.sets == 2

@@ -1,4 +1,4 @@
-"""The tiny end-to-end benchmark run (2 subjects × 2 prompts × 2 samples) in the session's Ray:
+"""The tiny end-to-end benchmark run (2 subjects × 2 prompts × 2 samples) in the test run's Ray:
 per-image Parquet, summaries, grids, and an HTML report that renders in headless Chromium."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from evaluation.job import run_evaluation
 from evaluation.store import METADATA_KEY
 from tests.evaluation.conftest import render, tiny_config
 
-SCORES = ["clip_t", "clip_i", "mclip_i", "dino", "mdino", "neg_clip_t"]
+SCORES = ["clip_t", "clip_i", "mclip_i", "dino", "mdino", "hard_negative_acc"]
 
 
 def test_the_run_writes_one_scored_row_and_image_per_case(jedi_run):
@@ -69,12 +69,13 @@ def test_the_html_report_renders_in_headless_chromium(jedi_run):
     shown = render(jedi_run.report)
     assert shown["errors"] == []
     assert shown["title"] == "s3jedi evaluation: jedi"
-    assert shown["tables"] == 5  # run, overall, per subject, published numbers, backbones
+    assert shown["tables"] == 7  # run, overall, per subject, metrics, published numbers, generator, backbones
     assert sorted(i["src"] for i in shown["images"]) == ["grids/cat.jpg", "grids/dog.jpg"]
     assert all(i["w"] > 0 for i in shown["images"]), "every grid image must load (relative paths)"
-    for text in ("CLIP-T", "MCLIP-I", "MDINO", "95% CI", "Per subject", "JeDi, 3 references", "0.9011"):
+    for text in ("CLIP-T ↑", "MCLIP-I", "MDINO", "95% CI", "Per subject", "JeDi, 3 references", "0.9011"):
         assert text in shown["text"], text
     assert len(shown["screenshot"]) > 10_000
+    assert "Tiny random models" in shown["text"] and "conflict rate ↓" in shown["text"]
 
 
 def test_rerunning_a_finished_run_scores_nothing_and_keeps_the_scores(jedi_run):

@@ -51,11 +51,12 @@ def dog_photos(dog_dir) -> np.ndarray:
 
 
 def make_tuner(cfg: S3JediConfig, method: str, photos: np.ndarray, class_images: np.ndarray | None = None):
-    from training.finetune.methods import method_plan
-    from training.finetune.tuner import SubjectJob, SubjectTuner
+    """The method's recipe on ``photos``, set up in this process (no Ray)."""
+    from training.finetune.recipe import SubjectJob, SubjectRecipe
 
-    job = SubjectJob("dog", "unused", "dog", method, f"dog-{method}")
-    return SubjectTuner(cfg, method_plan(cfg.finetune, method), job, photos, class_images, torch.device("cpu"), "fp32")
+    recipe = SubjectRecipe.of(cfg, SubjectJob("dog", "unused", "dog", method, f"dog-{method}"))
+    recipe.load(photos, class_images, None, torch.device("cpu"), "fp32")
+    return recipe
 
 
 def state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

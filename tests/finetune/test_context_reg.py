@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from core.attention_maps import STORE_KWARG, AttentionStore, capture_cross_attention
+from core.methods.context_reg import context_losses, prompt_pairs
+from core.methods.core_method import optimize_embedding_for_prompt, optimized_for
 from core.subjects import SubjectCard, SubjectWeights
 from tests.finetune.conftest import assert_same, ft_config, make_tuner, state
-from training.finetune.context_reg import context_losses, prompt_pairs
-from training.finetune.tto import optimize_embedding_for_prompt, optimized_for
 
 PROMPT = "a photo of {0} on the beach"
 
@@ -133,7 +133,7 @@ def test_attention_capture_leaves_the_unet_output_unchanged(zoo_home):
 
 def test_test_time_optimization_changes_only_the_embedding(zoo_home, tmp_path):
     from core import zoo
-    from training.finetune.tokens import find_token
+    from core.methods.tokens import find_token
 
     cfg = ft_config(tmp_path)
     pipe = zoo.load("sd", "tiny")

@@ -20,8 +20,10 @@ from typer.testing import CliRunner
 from core.subjects import EMBEDDINGS_FILE, LORA_FILE, read_card
 from tests.finetune.conftest import FAST, ft_config
 from training.cli import app as training_app
-from training.finetune.runner import build_trainer, plan_jobs
+from training.finetune.recipe import SubjectRecipe
+from training.finetune.runner import plan_jobs
 from training.shell import checkpoint as ckpt
+from training.shell.trainer import fit
 
 RUN = [
     "finetune.run.checkpoint_every=1",
@@ -60,7 +62,7 @@ def tensorboard_steps(run_dir: Path) -> list[int]:
     mux = EventMultiplexer()
     mux.AddRunsFromDirectory(str(run_dir / "tensorboard"))
     mux.Reload()
-    return sorted(e.step for run in mux.Runs() for e in mux.Scalars(run, "loss_step"))
+    return sorted(e.step for run in mux.Runs() for e in mux.Scalars(run, "train/loss"))
 
 
 @pytest.fixture(scope="module")
@@ -163,11 +165,16 @@ def test_rerun_with_more_steps_resumes_lora_and_ti_from_their_checkpoints(first,
     tmp, _, _ = first
     classes = next((tmp / "runs" / "class-images").iterdir())
     stamp = {p.name: p.stat().st_mtime_ns for p in classes.iterdir()}
-    code, report = invoke(
-        training_app,
-        ["finetune", "--method", "dreambooth,ti", "--subjects", str(subjects / "dog")],
-        settings(tmp, steps=5),
-    )
+    args = ["finetune", "--method", "dreambooth,ti", "--subjects", str(subjects / "dog")]
+    code, report = invoke(training_app, [*args[:2], "dreambooth", *args[3:]], settings(tmp, steps=5))
+    assert code == 1 and report["dog-dreambooth"]["status"] == "failed"
+    error = report["dog-dreambooth"]["error"]
+    assert "plan.stages[0].steps" in error and "--set train.resume=force" in error, error
+    # dog-ti resumes from a checkpoint as an earlier version wrote it: its meta has no settings or files.
+    last = tmp / "runs" / "finetune-tiny" / "dog-ti" / "checkpoint-0000003"
+    meta = ckpt.read_json(last, "meta")
+    ckpt.write_json(last, "meta", {k: meta[k] for k in ("config_hash", "method", "stage", "step", "subject_id")})
+    code, report = invoke(training_app, args, [*settings(tmp, steps=5), "train.resume=force"])  # more steps, wanted
     assert code == 0
     for sid in ("dog-dreambooth", "dog-ti"):
         metrics = report[sid]["metrics"]
@@ -184,7 +191,7 @@ def test_rerun_with_more_steps_resumes_lora_and_ti_from_their_checkpoints(first,
     straight = ft_config(tmp_path, *RUN, "finetune.dreambooth.train.steps=5", "finetune.ti.train.steps=5")
     jobs, _ = plan_jobs(straight, ["dreambooth", "ti"], str(subjects / "dog"))
     for job in jobs:
-        build_trainer(straight, replace(job, class_images=str(classes)), in_process=True).fit()
+        fit(SubjectRecipe.of(straight, replace(job, class_images=str(classes))), in_process=True)
     for sid, file in (("dog-dreambooth", LORA_FILE), ("dog-ti", EMBEDDINGS_FILE)):
         resumed, reference = load_file(str(tmp / "store" / sid / file)), load_file(str(tmp_path / "store" / sid / file))
         assert resumed.keys() == reference.keys()
@@ -210,7 +217,7 @@ def test_two_stage_and_core_write_subjects_that_load_and_sample_with_tto(zoo_hom
     jobs, failed = plan_jobs(cfg, ["two-stage", "core"], str(dog_dir))
     assert not failed
     for job in jobs:
-        metrics = build_trainer(cfg, replace(job, class_images=str(cache)), in_process=True).fit().metrics
+        metrics = fit(SubjectRecipe.of(cfg, replace(job, class_images=str(cache))), in_process=True).metrics
         assert metrics["step"] == {"two-stage": 4, "core": 7}[job.method] and metrics["stage"] == "unet"
     for sid, token in (("dog-two-stage", "<rare>"), ("dog-core", "<sks>")):
         card = read_card(tmp_path / "store" / sid)
@@ -267,7 +274,7 @@ def test_dreambooth_with_the_text_encoder_exports_what_diffusers_loads(zoo_home,
         "finetune.dreambooth.train.optim.lr=1e-3",
     )
     (job,), _ = plan_jobs(cfg, ["dreambooth"], str(dog_dir))
-    build_trainer(cfg, job, in_process=True).fit()
+    fit(SubjectRecipe.of(cfg, job), in_process=True)
     where = tmp_path / "store" / "dog-dreambooth"
     card = read_card(where)
     expected = {"full": {"unet": "unet", "text_encoder": "text_encoder"}, "lora": {"lora": LORA_FILE}}[mode]

@@ -6,9 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from core.config import ConfigError, load_config
+from core.methods import METHODS, method_plan, parse_methods
+from core.subjects import make_subject_id as subject_id
 from training.cli import app as training_app
-from training.finetune.methods import method_plan, parse_methods
-from training.finetune.subjects import SubjectDataError, decode_image, discover, subject_id
+from training.finetune.subjects import SubjectDataError, decode_image, discover
 
 
 def test_a_folder_of_subject_folders_gets_class_words_from_the_benchmark_file(dreambooth):
@@ -65,8 +66,9 @@ def test_methods_parse_and_plan():
     ]
     assert [(s.name, s.steps, s.optim.lr) for s in plans["core"].stages] == [("token", 300, 5e-3), ("unet", 1000, 2e-6)]
     assert plans["core"].class_images() == 200 and plans["two-stage"].class_images() == 0
-    core = plans["core"].stages[0].context_reg
-    assert (core.lambda_emb, core.lambda_attn, core.rescale_start, core.rescale_end, core.tto_steps) == (
+    (core,) = plans["core"].stages[0].plugins  # CoRe's context regularization, a plug-in of its first stage
+    tto_steps = METHODS["core"].inference_step.default_steps(cfg)
+    assert (core.lambda_emb, core.lambda_attn, core.rescale_start, core.rescale_end, tto_steps) == (
         1.5e-4,
         0.05,
         120,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.methods.tokens import row_norms
 from tests.finetune.conftest import assert_same, ft_config, make_tuner, state
-from training.finetune.tokens import row_norms
 
 
 def test_textual_inversion_changes_only_the_new_token_rows(zoo_home, tmp_path, dog_photos):
@@ -95,9 +95,9 @@ def test_checkpoint_restore_continues_exactly(zoo_home, tmp_path, dog_photos, me
     straight = make_tuner(cfg, method, dog_photos)
     for step in range(1, saved_at + 1):
         straight.train_step(step)
-    straight.save(tmp_path, saved_at, {"config_hash": "x"})
+    meta = {**straight.save(tmp_path), "step": saved_at}  # the shell adds the step to the recipe's fields
     resumed = make_tuner(cfg, method, dog_photos)
-    assert resumed.restore(tmp_path) == saved_at
+    resumed.restore(tmp_path, meta)
     assert resumed.stage_index == (None if saved_at == 2 and method == "two-stage" else straight.stage_index)
     assert straight.train_step(saved_at + 1) == resumed.train_step(saved_at + 1)
     for a, b in (

@@ -9,7 +9,7 @@ from core import zoo
 @pytest.fixture(scope="session")
 def backbones(zoo_home):
     """The tiny scoring backbones, loaded once; tests must not modify them."""
-    return {f: zoo.load(f, "tiny", home=zoo_home) for f in ("clip", "dino", "detector", "segmenter")}
+    return {f: zoo.load(f, "tiny", home=zoo_home) for f in ("clip", "negclip", "dino", "detector", "segmenter")}
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from core.metrics.foregrounds import MaskSettings
@@ -22,6 +23,7 @@ def suite(backbones):
         b["clip"],
         b["dino"],
         clip_secondary=b["clip"],
+        negclip=b["negclip"],
         detector=b["detector"],
         segmenter=b["segmenter"],
         mask_settings=MaskSettings(box_threshold=0.0, text_threshold=0.0),
@@ -72,7 +74,7 @@ def test_a_batch_scores_exactly_like_its_images_one_by_one(suite, photos):
         one = suite.score([images[i]], [prompts[i]], refs, [negatives[i]])
         for metric, values in batch.items():
             np.testing.assert_allclose(one[metric], values[i : i + 1], atol=1e-5, err_msg=metric)
-    assert np.isnan(batch["neg_clip_t"][2]), "an image without negatives has no hard-negative accuracy"
+    assert np.isnan(batch["hard_negative_acc"][2]), "an image without negatives has no hard-negative accuracy"
 
 
 def test_masked_scores_ignore_the_background_when_the_mask_is_given(suite, photos):
@@ -99,7 +101,7 @@ def test_an_image_without_a_mask_gets_nan_masked_scores(suite, photos):
 def test_without_masks_the_suite_has_no_masked_scores(backbones, photos):
     plain = MetricSuite(backbones["clip"], backbones["dino"])
     out = plain.score(photos["dog"][:2], ["a dog", "a dog"], plain.references(photos["dog"][2:], "dog"))
-    assert set(out) == set(plain.metric_names) == {"clip_t", "clip_i", "dino", "neg_clip_t", "conflict"}
+    assert set(out) == set(plain.metric_names) == {"clip_t", "clip_i", "dino", "hard_negative_acc", "conflict"}
     with pytest.raises(ValueError, match="prompts: 1 prompts for 2 images"):
         plain.score(photos["dog"][:2], ["a dog"], plain.references(photos["dog"][2:], "dog"))
 
@@ -110,4 +112,17 @@ def test_describe_records_backbones_and_preprocessing(suite):
     assert list(info["dino"]["preprocess"]["image_mean"]) == [0.485, 0.456, 0.406]
     assert info["dino"]["feature"] == "final-layer-normed CLS token"
     assert info["masks"]["box_threshold"] == 0.0 and info["masks"]["fill"] == (255, 255, 255)
-    assert "clip_secondary" in info
+    assert "clip_secondary" in info and info["negclip"]["library"] == "open_clip"
+
+
+def test_negclip_t_is_the_cosine_of_image_and_prompt_under_negclip(suite, backbones, photos):
+    """Against open_clip's model called directly: preprocess, encode, cosine (paper 000 §3.2)."""
+    images, prompts = [photos["dog"][0], photos["teapot"]], ["a dog in the snow", "a teapot on a table"]
+    out = suite.score(images, prompts, suite.references(photos["dog"][1:3], "dog"))
+    negclip = backbones["negclip"]
+    with torch.no_grad():
+        image = negclip.model.encode_image(torch.stack([negclip.preprocess(im) for im in images]))
+        text = negclip.model.encode_text(negclip.tokenizer(prompts))
+    expected = torch.nn.functional.cosine_similarity(image, text, dim=-1).numpy()
+    np.testing.assert_allclose(out["negclip_t"], expected, atol=1e-5)
+    assert not np.allclose(out["negclip_t"], out["clip_t"], atol=1e-3), "NegCLIP-T is not CLIP-T"

@@ -29,6 +29,18 @@ def mc_config(tmp: Path, *overrides: str) -> S3JediConfig:
     return load_config("tiny", settings(tmp, *overrides))
 
 
+def make_recipe(cfg: S3JediConfig, scene: Path):
+    """The scene's recipe set up in this process (no Ray)."""
+    import torch
+
+    from training.multiconcept.em import SceneRecipe
+    from training.multiconcept.scene import load_scene
+
+    recipe = SceneRecipe(cfg, scene=str(scene), subject_id=f"{scene.name}-multiconcept")
+    recipe.load(load_scene(str(scene), cfg.multiconcept), torch.device("cpu"), "fp32")
+    return recipe
+
+
 @pytest.fixture(scope="session")
 def scene_dir(tmp_path_factory, dreambooth) -> Path:
     from training.multiconcept.synthetic import synthetic_scene

@@ -11,9 +11,7 @@ import torch
 
 from core.attention_maps import AttentionStore, layer_grid, timestep_averaged_maps, token_maps
 from core.config import load_config
-from tests.multiconcept.conftest import settings
-from training.multiconcept.em import SceneTuner
-from training.multiconcept.scene import load_scene
+from tests.multiconcept.conftest import make_recipe, settings
 
 
 def test_layer_grids_follow_the_unet_levels():
@@ -49,7 +47,7 @@ def tuner(zoo_home, scene_dir, tmp_path_factory):
     (root / "scene.json").write_text(json.dumps({**meta, "images": {"01.png": [0, 2]}}))
     cfg = load_config("tiny", settings(tmp_path_factory.mktemp("runs")))
     torch.set_num_threads(1)
-    return SceneTuner(cfg, load_scene(str(root), cfg.multiconcept), torch.device("cpu"), "fp32")
+    return make_recipe(cfg, root)
 
 
 def test_timestep_averaging_equals_the_mean_of_single_timesteps(tuner):

@@ -6,17 +6,15 @@ import numpy as np
 import torch
 
 from core.config import load_config
-from tests.multiconcept.conftest import settings
-from training.multiconcept.em import SceneTuner
-from training.multiconcept.scene import load_scene
+from tests.multiconcept.conftest import make_recipe, settings
+from training.multiconcept.em import SceneRecipe
 
 
 def test_checkpoint_restore_continues_exactly(zoo_home, scene_dir, tmp_path):
     cfg = load_config("tiny", settings(tmp_path))
-    scene = load_scene(str(scene_dir), cfg.multiconcept)
 
-    def fresh() -> SceneTuner:
-        return SceneTuner(cfg, scene, torch.device("cpu"), "fp32")
+    def fresh() -> SceneRecipe:
+        return make_recipe(cfg, scene_dir)
 
     straight = fresh()
     straight.set_masks(straight.estimate_masks(0))
@@ -24,13 +22,14 @@ def test_checkpoint_restore_continues_exactly(zoo_home, scene_dir, tmp_path):
         straight.train_step(step)
     straight.set_masks(straight.estimate_masks(2))
     masks = straight.masks.copy()
-    straight.save(tmp_path, 2, [{"step": 0}, {"step": 2}])
+    straight.history = [{"step": 0}, {"step": 2}]
+    meta = {**straight.save(tmp_path), "step": 2}
     for step in (3, 4, 5):  # 5: the joint phase starts (LoRA trained)
         straight.train_step(step)
 
     resumed = fresh()
-    step, restored_history = resumed.restore(tmp_path)
-    assert step == 2 and restored_history == [{"step": 0}, {"step": 2}]
+    resumed.restore(tmp_path, meta)
+    assert resumed.history == [{"step": 0}, {"step": 2}]
     assert np.array_equal(resumed.masks, masks), "masks are part of the state"
     for step in (3, 4, 5):
         resumed.train_step(step)

@@ -1,4 +1,4 @@
-"""Mining prompts: the contract, the template backend, identifier placement and the fallback."""
+"""Mining prompts: one set per class, the contract, the template backend, identifier placement and the fallback."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from core import zoo
 from core.config.selfdistill import PromptWriterSection
 from core.llm_json import ChatWriter, InvalidAnswer, VllmRequests
 from training.selfdistill.prompts import (
+    BACKGROUNDS,
+    OUTFITS,
+    POSES,
     SYSTEM,
     answer_schema,
     parse_prompts,
@@ -22,23 +25,31 @@ from training.selfdistill.prompts import (
 CFG = PromptWriterSection(num_prompts=3, max_prompt_chars=60)
 
 
-def test_requests_are_seeded_per_subject_and_round():
-    reqs = requests([("dog", "dog"), ("cat", "cat")], 1, 0, CFG)
-    assert [r["subject"] for r in reqs] == ["dog", "cat"] and '"dog"' in reqs[0]["prompt"]
-    assert reqs == requests([("dog", "dog"), ("cat", "cat")], 1, 0, CFG)
-    seeds = {r["seed"] for r in reqs} | {requests([("dog", "dog")], 2, 0, CFG)[0]["seed"]}
-    assert len(seeds) == 3, "subjects and rounds draw different prompts"
+def test_one_request_per_class_seeded_by_the_class_alone():
+    reqs = requests(["dog", "cat"], 0, CFG)
+    assert [r["class_word"] for r in reqs] == ["dog", "cat"] and '"dog"' in reqs[0]["prompt"]
+    assert reqs[0] == requests(["dog"], 0, CFG)[0], "a class's set does not depend on the other classes"
+    assert reqs[0]["seed"] != reqs[1]["seed"] != requests(["cat"], 1, CFG)[0]["seed"]
+
+
+def test_the_llm_is_shown_exemplars_of_backgrounds_poses_and_outfits_and_no_art_styles():
+    text = requests(["teddy bear"], 0, CFG)[0]["prompt"]
+    exemplars = [line[2:] for line in text.splitlines() if line.startswith("- ")]
+    assert len(exemplars) == 3 and all("teddy bear" in e for e in exemplars)
+    kinds = (BACKGROUNDS, POSES, OUTFITS)
+    assert all(any(part in e for part in kind) for e, kind in zip(exemplars, kinds, strict=True))
+    assert "Write 3 new prompts in the same format" in text and "no art styles" in text
 
 
 def test_template_answers_parse_into_identifier_templates():
-    req = requests([("teddy", "teddy bear")], 1, 0, CFG)[0]
+    req = requests(["teddy bear"], 0, CFG)[0]
     answer = template_answer(req, CFG)
     assert answer == template_answer(req, CFG)
     prompts = parse_prompts(answer, "teddy bear", CFG)
     assert [p.prompt_id for p in prompts] == [0, 1, 2] and len({p.template for p in prompts}) == 3
     for p in prompts:
-        assert p.template.count("{0} {1}") == 1 and "teddy bear" in p.text and "{" not in p.text
-        assert len(p.text) <= CFG.max_prompt_chars
+        assert p.template.startswith("a {0} {1} ") and "teddy bear" in p.text and "{" not in p.text
+        assert len(p.text) <= CFG.max_prompt_chars and any(p.text.endswith(b) for b in BACKGROUNDS)
 
 
 def test_the_identifier_goes_before_the_first_mention_of_the_class():
@@ -60,7 +71,7 @@ def test_the_identifier_goes_before_the_first_mention_of_the_class():
     ],
 )
 def test_an_invalid_answer_falls_back_to_template_prompts_with_its_reason(answer, reason):
-    req = requests([("dog", "dog")], 1, 0, CFG)[0]
+    req = requests(["dog"], 0, CFG)[0]
     row = resolve(req, answer, None, "transformers", CFG)
     assert (row["source"], row["reason"]) == ("template-fallback", reason) and row["details"]
     assert [p.template for p in row["prompts"]] == [
@@ -69,11 +80,15 @@ def test_an_invalid_answer_falls_back_to_template_prompts_with_its_reason(answer
 
 
 def test_a_valid_llm_answer_is_used_and_a_backend_error_is_recorded():
-    req = requests([("dog", "dog")], 1, 0, CFG)[0]
-    answer = json.dumps({"prompts": ["A dog on a pier", "a dog in deep snow", "an oil painting of a dog"]})
+    req = requests(["dog"], 0, CFG)[0]
+    answer = json.dumps({"prompts": ["A dog on a pier", "a dog in deep snow", "a dog wearing a scarf in Paris"]})
     row = resolve(req, answer, None, "vllm", CFG)
-    assert row["source"] == "vllm" and row["reason"] == ""
-    assert [p.text for p in row["prompts"]] == ["A dog on a pier", "a dog in deep snow", "an oil painting of a dog"]
+    assert row["source"] == "vllm" and row["reason"] == "" and row["class_word"] == "dog"
+    assert [p.text for p in row["prompts"]] == [
+        "A dog on a pier",
+        "a dog in deep snow",
+        "a dog wearing a scarf in Paris",
+    ]
     failed = resolve(req, None, "prompt too long", "vllm", CFG)
     assert (failed["source"], failed["reason"], failed["details"]) == ("template-fallback", "error", "prompt too long")
 
@@ -81,14 +96,14 @@ def test_a_valid_llm_answer_is_used_and_a_backend_error_is_recorded():
 def test_the_template_backend_has_a_limit():
     with pytest.raises(
         ValueError,
-        match="selfdistill.prompts.num_prompts: the template backend writes at most 160 prompts of at most 120",
+        match="selfdistill.prompts.num_prompts: the template backend writes at most 240 prompts of at most 120",
     ):
-        template_answer(requests([("dog", "dog")], 1, 0, CFG)[0], PromptWriterSection(num_prompts=161))
+        template_answer(requests(["dog"], 0, CFG)[0], PromptWriterSection(num_prompts=241))
 
 
 def test_transformers_backend_on_the_random_tiny_llm_falls_back(zoo_home):
     cfg = PromptWriterSection(num_prompts=2, max_new_tokens=24)
-    reqs = requests([("dog", "dog"), ("cat", "cat")], 1, 0, cfg)
+    reqs = requests(["dog", "cat"], 0, cfg)
     writer = ChatWriter(zoo.load("llm", "tiny", home=zoo_home), SYSTEM, cfg.max_new_tokens, cfg.temperature)
     answers = writer(reqs)
     assert answers == writer(reqs), "greedy decoding is deterministic"
@@ -99,9 +114,9 @@ def test_transformers_backend_on_the_random_tiny_llm_falls_back(zoo_home):
 
 
 def test_vllm_requests_carry_the_schema_and_the_row_seed():
-    req = requests([("dog", "dog")], 1, 0, CFG)[0]
-    shaped = VllmRequests(SYSTEM, answer_schema(CFG), 0.7, 99, ("subject", "round", "seed"))(req)
+    req = requests(["dog"], 0, CFG)[0]
+    shaped = VllmRequests(SYSTEM, answer_schema(CFG), 0.7, 99, ("class_word", "seed"))(req)
     assert shaped["messages"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": req["prompt"]}]
     params = shaped["sampling_params"]
     assert params["seed"] == req["seed"] % 2**31 and params["structured_outputs"] == {"json": answer_schema(CFG)}
-    assert (shaped["subject"], shaped["round"]) == ("dog", 1)
+    assert shaped["class_word"] == "dog"

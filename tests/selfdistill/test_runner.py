@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from core import zoo
-from core.subjects import LORA_FILE, apply_subject, read_card
+from core.subjects import apply_subject, read_card
 from tests.selfdistill.conftest import sd_config, settings
 from training.cli import app as training_app
 from training.selfdistill.gold import select_gold
@@ -28,6 +28,13 @@ from training.selfdistill.records import gold_path, read_summary, write_round
 from training.selfdistill.runner import gold_sources, round_record, selfdistill
 
 GOLD_ALL = "selfdistill.gold.top_percent=100"  # every sample with both scores is gold: the student gets some
+
+
+def test_a_missing_negclip_checkpoint_fails_before_any_training(tmp_path, dog_dir):
+    cfg = sd_config(tmp_path, f"models.negclip={tmp_path / 'negclip.pth'}")
+    with pytest.raises(zoo.ModelNotFoundError, match="models.negclip: no such directory or file"):
+        selfdistill(cfg, str(dog_dir))
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +49,14 @@ def test_teacher_mining_gold_and_student(first):
     assert [s.status for s in report.subjects] == ["done"], report.to_dict()
     dog = report.subjects[0]
     assert (dog.teacher, dog.student) == ("dog-selfdistill-teacher", "dog-selfdistill")
-    assert read_card(tmp / "store" / dog.teacher).method == "dreambooth"
-    card = read_card(tmp / "store" / dog.student)
-    assert (card.method, card.tokens, card.weights.present()) == ("selfdistill", ["sks"], {"lora": LORA_FILE})
+    teacher, student = read_card(tmp / "store" / dog.teacher), read_card(tmp / "store" / dog.student)
+    for card, method in ((teacher, "dreambooth"), (student, "selfdistill")):
+        # §3.1: every UNet weight is trained, on "a [V] [class noun]"; the student like its teacher (§3.3)
+        assert (card.method, card.tokens, card.weights.present()) == (method, ["sks"], {"unet": "unet"})
+        assert card.prompt_template == "a {0} {1}"
     (summary,) = dog.rounds
     assert summary["samples"] == 4 and summary["gold"] > 0 and not summary["photos_only"]
+    assert summary["keep"] == 4 and summary["conflict_minimum"] == {"mclip_i": 0.7, "negclip_t": 0.25}
     assert set(dog.seconds) == {"teacher", "prompts", "generation", "scoring", "student"}
     assert list(report.wall_s) == ["teacher", "mining-r1", "student-r1"]
     assert report.wall_s["teacher"] >= dog.seconds["teacher"], "the driver's wall includes the worker's time"
@@ -60,12 +70,15 @@ def test_every_round_is_recorded_in_parquet(first):
     where = tmp / "runs" / "selfdistill-tiny" / "mining" / "dog" / "round-1"
     prompts = pq.read_table(where / "prompts.parquet").to_pylist()
     assert [p["prompt_id"] for p in prompts] == [0, 1] and all("{0} {1}" in p["template"] for p in prompts)
+    kept = json.loads((tmp / "runs" / "selfdistill-tiny" / "prompts" / "dog.json").read_text())
+    assert kept["class_word"] == "dog" and [p["template"] for p in kept["prompts"]] == [p["template"] for p in prompts]
     assert {p["source"] for p in prompts} == {"template"} and {p["teacher"] for p in prompts} == {
         "dog-selfdistill-teacher"
     }
     samples = pq.read_table(where / "samples.parquet")
-    for column in ("teacher", "prompt_id", "seed", "image", "mclip_i", "neg_clip_t", "clip_t", "conflict", "gold"):
+    for column in ("teacher", "prompt_id", "seed", "image", "mclip_i", "negclip_t", "clip_t", "gold", "conflicted"):
         assert column in samples.column_names
+    assert "hard_negative_acc" in samples.column_names, "the project's own text metric is kept beside NegCLIP-T"
     assert samples.num_rows == 4 and len(set(samples["seed"].to_pylist())) == 4
     assert np.isfinite(samples["mclip_i"].to_numpy()).all() and samples["mask_found"].to_pylist() == [True] * 4
     meta = json.loads(samples.schema.metadata[b"s3jedi.selfdistill"])
@@ -96,44 +109,77 @@ def test_a_rerun_resumes_without_training_or_mining_again(first, dog_dir):
         run / "teacher" / "report.json",
         run / "student-r1" / "report.json",
         run / "mining" / "dog" / "round-1" / "samples.parquet",
+        run / "prompts" / "dog.json",
     ]
     stamps = [p.stat().st_mtime_ns for p in watched]
     again = selfdistill(sd_config(tmp, GOLD_ALL), str(dog_dir))
     assert [p.stat().st_mtime_ns for p in watched] == stamps
     assert again.subjects[0].rounds[0]["gold"] == report.subjects[0].rounds[0]["gold"]
     with pytest.raises(
-        ValueError, match=r"selfdistill.name: .* other settings \(selfdistill.gold.top_percent: 100.0 there, 50.0 now\)"
+        ValueError, match=r"selfdistill.name: .* other settings \(selfdistill.gold.top_percent: 100.0 there, 12.0 now\)"
     ):
         selfdistill(sd_config(tmp), str(dog_dir))
 
 
-def test_zero_gold_is_recorded_and_leaves_the_student_its_photos_only(first, tmp_path):
-    """The first run's real samples with the masked score gone (nothing detected): no gold, every prompt
-    conflicts, the round is written with an empty gold table, and the student gets no gold source."""
-    tmp, _ = first
-    run = str(tmp / "runs" / "selfdistill-tiny")
+def round_inputs(tmp):
+    """The first run's round of the dog: its samples (without the written flags) and its prompts."""
     where = tmp / "runs" / "selfdistill-tiny" / "mining" / "dog" / "round-1"
-    samples = pq.read_table(where / "samples.parquet").drop(["gold"])
+    samples = pq.read_table(where / "samples.parquet").drop(["gold", "conflicted"])
     prompts = pq.read_table(where / "prompts.parquet").to_pylist()
-    none = select_gold(
-        np.full(samples.num_rows, np.nan),
-        samples["neg_clip_t"].to_numpy(),
-        samples["prompt_id"].to_numpy(),
-        percent=100,
-    )
-    assert none.count == 0 and none.conflict_rate == 1.0 and none.conflicted_prompts == [0, 1]
-    with_gold = read_summary(run, "dog", 1)
-    zero = replace(with_gold, subject="cat", gold=0, conflict_rate=1.0, image_threshold=None)
     resolved = {
-        **{k: prompts[0][k] for k in ("round", "answer", "reason", "details", "source")},
-        "subject": "cat",
+        **{k: prompts[0][k] for k in ("class_word", "answer", "reason", "details", "source")},
         "prompts": [MinedPrompt(p["prompt_id"], p["template"], p["text"]) for p in prompts],
     }
+    return samples, resolved
+
+
+def test_zero_gold_is_recorded_and_leaves_the_student_its_photos_only(first, tmp_path):
+    """The first run's real samples with the masked score gone (nothing detected): no gold, every sample
+    conflicts (§4: no subject found), the round is written with an empty gold table, and the student
+    gets no gold source."""
+    tmp, _ = first
+    run = str(tmp / "runs" / "selfdistill-tiny")
+    samples, resolved = round_inputs(tmp)
+    none = select_gold(
+        np.full(samples.num_rows, np.nan),
+        samples["negclip_t"].to_numpy(),
+        samples["prompt_id"].to_numpy(),
+        samples["sample"].to_numpy(),
+        100,
+        0.7,
+        -1.0,
+    )
+    assert none.count == 0 and none.conflict_rate == 1.0 and none.conflicted.all()
+    with_gold = read_summary(run, "dog", 1)
+    zero = replace(with_gold, subject="cat", gold=0, conflict_rate=1.0, conflicts=4, image_threshold=None)
     write_round(str(tmp_path), resolved, samples, none, zero)
     assert pq.read_table(gold_path(str(tmp_path), "cat", 1)).num_rows == 0
     assert read_summary(str(tmp_path), "cat", 1).gold == 0
     assert gold_sources(run, 1, {"dog": with_gold, "cat": zero}) == {"dog": gold_path(run, "dog", 1)}
     assert round_record(zero, "cat-selfdistill")["photos_only"] and not round_record(with_gold, "x")["photos_only"]
+
+
+def test_the_ablation_trains_every_gold_sample_on_the_instance_prompt(first, tmp_path):
+    """§4.3: "a [V] [class noun]" instead of the mining prompt, one switch (``student.gold_prompt``)."""
+    tmp, _ = first
+    samples, resolved = round_inputs(tmp)
+    everything = select_gold(
+        samples["mclip_i"].to_numpy(),
+        samples["negclip_t"].to_numpy(),
+        samples["prompt_id"].to_numpy(),
+        samples["sample"].to_numpy(),
+        100,
+        0.7,
+        0.25,
+    )
+    summary = replace(read_summary(str(tmp / "runs" / "selfdistill-tiny"), "dog", 1), gold=everything.count)
+    write_round(str(tmp_path / "mining"), resolved, samples, everything, summary)
+    write_round(str(tmp_path / "ablation"), resolved, samples, everything, summary, "a {0} {1}")
+    mined = pq.read_table(gold_path(str(tmp_path / "mining"), "dog", 1))["prompt"].to_pylist()
+    plain = pq.read_table(gold_path(str(tmp_path / "ablation"), "dog", 1))["prompt"].to_pylist()
+    assert len(mined) == len(plain) == 4 and set(plain) == {"a {0} {1}"} and "a {0} {1}" not in mined
+    cfg = sd_config(tmp, "selfdistill.student.gold_prompt=instance")
+    assert cfg.selfdistill.student.gold_prompt == "instance"
 
 
 @pytest.mark.slow
@@ -155,7 +201,7 @@ def test_zero_gold_is_reported_and_the_student_learns_from_photos_only(first, do
     (dog,) = report["subjects"]
     assert dog["teacher"] == "dog-selfdistill-teacher" and "teacher" not in dog["seconds"], "the teacher is reused"
     (summary,) = dog["rounds"]
-    assert summary["gold"] == 0 and summary["photos_only"] and summary["conflict_rate"] == 1.0
+    assert summary["gold"] == 0 and summary["photos_only"] and summary["conflict_rate"] == 1.0, "no subject found"
     assert summary["image_threshold"] is None, "no sample has a masked score"
     where = tmp / "runs" / "no-gold" / "mining" / "dog" / "round-1"
     assert pq.read_table(where / "gold.parquet").num_rows == 0
@@ -165,7 +211,7 @@ def test_zero_gold_is_reported_and_the_student_learns_from_photos_only(first, do
 
 @pytest.mark.slow
 def test_two_rounds_chain_teacher_to_student(first, dog_dir):
-    """Round 1's student teaches round 2; both rounds are mined with their own prompts and recorded."""
+    """Round 1's student teaches round 2; both rounds are mined with the class's prompts and recorded."""
     tmp, _ = first
     cfg = sd_config(
         tmp,
@@ -185,5 +231,7 @@ def test_two_rounds_chain_teacher_to_student(first, dog_dir):
     samples = [pq.read_table(run / f"round-{r}" / "samples.parquet") for r in (1, 2)]
     assert [set(t["teacher"].to_pylist()) for t in samples] == [{"dog-selfdistill-teacher"}, {"dog-twice-r1"}]
     assert not set(samples[0]["seed"].to_pylist()) & set(samples[1]["seed"].to_pylist()), "rounds draw anew"
+    prompts = [pq.read_table(run / f"round-{r}" / "prompts.parquet")["template"].to_pylist() for r in (1, 2)]
+    assert prompts[0] == prompts[1], "the class's mining prompts serve every round"
     for sid in ("dog-twice-r1", "dog-twice"):
         assert read_card(tmp / "store" / sid).method == "selfdistill"

@@ -12,9 +12,8 @@ import torch
 from PIL import Image
 
 from tests.selfdistill.conftest import sd_config
-from training.finetune.methods import method_plan
+from training.finetune.recipe import SubjectJob, SubjectRecipe
 from training.finetune.subjects import SubjectDataError, load_extra_instances, load_subject
-from training.finetune.tuner import SubjectJob, SubjectTuner, step_generator
 
 PROMPTS = ["a {0} {1} on a pier", "a watercolor painting of a {0} {1}"]
 
@@ -37,22 +36,23 @@ def test_gold_samples_are_drawn_with_their_own_prompts(zoo_home, tmp_path, dog_d
     assert extra[0].shape == (2, 32, 32, 3) and extra[1] == PROMPTS
     photos = load_subject(str(dog_dir), 32)
 
-    def tuner(share: float) -> SubjectTuner:
+    def tuner(share: float) -> SubjectRecipe:
         job = SubjectJob("dog", str(dog_dir), "dog", "selfdistill", "dog-selfdistill", None, "gold", share)
-        plan = method_plan(cfg.finetune, "selfdistill")
-        return SubjectTuner(cfg, plan, job, photos, None, torch.device("cpu"), "fp32", extra)
+        recipe = SubjectRecipe.of(cfg, job)
+        recipe.load(photos, None, extra, torch.device("cpu"), "fp32")
+        return recipe
 
     every = tuner(1.0)
     assert every.plan.method == "selfdistill" and every.num_photos == len(photos)
     rendered = every.models.token_ids(
         ["a photo of sks dog", *(p.replace("{0}", "sks").replace("{1}", "dog") for p in PROMPTS)]
     )
-    _, ids = every._batch(step_generator(0, "dog", 1), with_prior=False)
+    ids = every.batch(1).ids
     assert {tuple(r) for r in ids.tolist()} == {tuple(r) for r in rendered[1:].tolist()}, "only gold prompts"
-    _, ids = tuner(0.0)._batch(step_generator(0, "dog", 1), with_prior=False)
+    ids = tuner(0.0).batch(1).ids
     assert {tuple(r) for r in ids.tolist()} == {tuple(rendered[0].tolist())}, "only the photos' prompt"
     half = tuner(0.5)
-    _, ids = half._batch(step_generator(0, "dog", 1), with_prior=False)
+    ids = half.batch(1).ids
     drawn = {tuple(r) for r in ids.tolist()}
     assert tuple(rendered[0].tolist()) in drawn and len(drawn) > 1, "both sources at 0.5"
     assert np.isfinite(half.train_step(1)["loss"])

@@ -52,13 +52,19 @@ def make_lora_subject(store: Path, subject_id: str, base_pipe, seed: int = 1) ->
     return out
 
 
-def make_ti_subject(store: Path, subject_id: str, base_pipe, tokens=("<sks>",), seed: int = 2) -> Path:
-    dim = base_pipe.text_encoder.get_input_embeddings().weight.shape[1]
+def make_ti_subject(
+    store: Path, subject_id: str, base_pipe, tokens=("<sks>",), seed: int = 2, method: str = "ti", word_norm=False
+) -> Path:
+    """``word_norm``: rows with the mean norm of the vocabulary's (as trained tokens have), not N(0, 1)."""
+    table = base_pipe.text_encoder.get_input_embeddings().weight.detach()
     gen = torch.Generator().manual_seed(seed)
     out = Path(store) / subject_id
     out.mkdir(parents=True, exist_ok=True)
-    save_file({t: torch.randn(1, dim, generator=gen) for t in tokens}, str(out / EMBEDDINGS_FILE))
-    write_card(out, _card(subject_id, "ti", SubjectWeights(embeddings=EMBEDDINGS_FILE), tokens))
+    rows = {t: torch.randn(1, table.shape[1], generator=gen) for t in tokens}
+    if word_norm:
+        rows = {t: r / r.norm() * table.norm(dim=-1).mean() for t, r in rows.items()}
+    save_file(rows, str(out / EMBEDDINGS_FILE))
+    write_card(out, _card(subject_id, method, SubjectWeights(embeddings=EMBEDDINGS_FILE), tokens))
     return out
 
 

@@ -2,8 +2,9 @@
 and shut down when the package is done, so its replicas do not hold CPUs other packages' tests need.
 
 The app runs with tight test limits (so each limit can be hit cheaply), four API keys (so rate
-limiting in one test cannot starve another), and a subject store holding real fine-tuned subjects
-(a LoRA and a textual inversion made on the tiny SD).
+limiting in one test cannot starve another), a subject store holding real fine-tuned subjects
+(a LoRA and a textual inversion made on the tiny SD), and the fine-tuning method that
+``test_method_extension`` defines (a plugin: its module is named in the config).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ TEST_SETTINGS = [
     "serving.generator.max_ongoing_requests=4",
     "serving.generator.max_queued_requests=16",
     "serving.subjects_per_replica=2",
+    "finetune.plugins=[tests.serving.test_method_extension]",  # the method that test defines
 ]
 
 

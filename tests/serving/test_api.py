@@ -15,7 +15,7 @@ from PIL import Image
 
 from core.jedi.guidance import DEFAULT_IMAGE_GUIDANCE_SCALE, DEFAULT_JOINT_TARGETS
 from tests.serving.conftest import APP, KEYS
-from tests.serving.samples import b64, bomb_png, png_bytes, png_from
+from tests.serving.samples import b64, bomb_png, png_bytes, png_from, raw_request
 
 
 def decode(reply: dict) -> list[np.ndarray]:
@@ -270,6 +270,33 @@ def test_request_size_content_type_and_json_errors(served):
     assert missing.status_code == 404 and missing.json()["error"]["status"] == 404
 
 
+@pytest.mark.parametrize("content", [b"[]", b"null", b"", b'[{"prompts": ["x"]}]', b"3", b'"text"'])
+def test_a_body_that_is_not_a_json_object_is_named(served, content):
+    reply = httpx.post(
+        f"{served.url}/v1/generate", content=content, headers={**served.headers(), "Content-Type": "application/json"}
+    )
+    error = assert_error(reply, 422, "body")
+    assert "JSON object" in error["message"], error
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"1e3", b"12, 13"])
+def test_a_malformed_content_length_gets_the_json_error_shape(served, length):
+    status, headers, content = raw_request(
+        served.url,
+        b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + b"Authorization: Bearer "
+        + KEYS["main"].encode()
+        + b"\r\nContent-Length: "
+        + length,
+        b'{"prompts": ["x"]}',
+    )
+    assert status == 400 and headers["content-type"] == "application/json", (status, headers, content)
+    import json
+
+    error = json.loads(content)["error"]
+    assert error["status"] == 400 and error["field"] == "content-length", error
+
+
 # -- auth, rate limit, back-pressure, deadlines ------------------------------------------------------
 def test_auth_is_required_on_v1_routes(served):
     for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789abcdef"}, {"Authorization": "Basic abc"}):
@@ -280,20 +307,23 @@ def test_auth_is_required_on_v1_routes(served):
     assert httpx.get(f"{served.url}/healthz").status_code == 200
 
 
-def test_rate_limit_per_key(served):
+def test_rate_limit_per_key_on_every_route_that_spends_model_time(served):
+    from serving.routes import ROUTES
+
+    spending = [r.path for r in ROUTES if r.spends is not None]
+
     async def burst():
-        async with httpx.AsyncClient(timeout=60) as client:
-            invalid = {"prompts": []}  # cheap: rejected by validation after the rate limiter counted it
+        async with httpx.AsyncClient(timeout=60, headers=served.headers("rate")) as client:
+            # Cheap: each is refused (415/422) after the rate limiter counted it.
             return await asyncio.gather(
-                *[
-                    client.post(f"{served.url}/v1/generate", json=invalid, headers=served.headers("rate"))
-                    for _ in range(90)
-                ]
+                *[client.post(f"{served.url}{spending[i % len(spending)]}", json={"prompts": []}) for i in range(120)]
             )
 
     replies = asyncio.run(burst())
     statuses = [r.status_code for r in replies]
-    assert set(statuses) == {422, 429} and statuses.count(429) >= 10
+    assert set(statuses) <= {415, 422, 429} and statuses.count(429) >= 30, statuses
+    for path in spending:  # one bucket per key, drawn by all of them, enforced on each
+        assert any(r.status_code == 429 for r in replies if r.url.path == path), path
     limited = next(r for r in replies if r.status_code == 429)
     error = assert_error(limited, 429, "authorization", 600)
     assert int(limited.headers["retry-after"]) >= 1 and "rate_limit_per_minute" in error["message"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config.serving import AuthConfig
-from serving.auth import DEV_KEY_ID, KeyRing, RateLimiter, check_dev_mode
+from serving.auth import KeyRing, RateLimiter, check_dev_mode
 from serving.errors import ApiError
 
 KEY_A = "a" * 32
@@ -40,7 +40,9 @@ def test_bad_key_sources_are_start_up_errors(tmp_path):
 def test_dev_mode_only_on_loopback():
     ring = KeyRing.load(AuthConfig(), {})
     assert ring.dev_mode and "DEV MODE" in ring.describe()
-    assert ring.identify(None) == DEV_KEY_ID
+    # Without keys the rate-limit bucket is the client's address (ports differ per connection, addresses do not).
+    assert ring.identify(None, ("127.0.0.1", 50000)) == ring.identify(None, ("127.0.0.1", 50001)) == "client 127.0.0.1"
+    assert ring.identify(None, ("::1", 50000)) == "client ::1"
     for host in ("127.0.0.1", "::1", "localhost"):
         check_dev_mode(ring, host)
     for host in ("0.0.0.0", "10.1.2.3", "example.org"):
@@ -60,3 +62,8 @@ def test_token_bucket_per_key():
     limiter.take("k", now=101.0)  # one token back after a second at 60/min
     with pytest.raises(ApiError):
         limiter.take("k", now=101.5)
+    for _ in range(3):
+        limiter.take("client 127.0.0.1", now=100.0)
+    with pytest.raises(ApiError) as info:
+        limiter.take("client 127.0.0.1", now=100.0)
+    assert "for client 127.0.0.1 (dev mode: one bucket per client address)" in info.value.detail.message

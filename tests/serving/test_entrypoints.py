@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -42,14 +44,23 @@ def test_python_m_serving_serves_until_sigterm(zoo_home, photos):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
     try:
         client = Client(f"http://127.0.0.1:{port}")
         client.wait_ready(timeout_s=180)
         reply = client.personalize(photos[:3], ["a photo of the dog on the beach"], steps=2, seed=1)
         assert [im.size for im in images(reply)] == [(64, 64)]
+        # /readyz can answer before the command has printed its address (serve.run still returning).
+        deadline = time.monotonic() + 60
+        while not any("serving on" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=120)
+        process.wait(timeout=120)
+        reader.join(timeout=30)
+    output = "".join(lines)
     assert process.returncode == 0, output
     assert "DEV MODE" in output and f"serving on http://127.0.0.1:{port}/" in output and "stopping" in output
 

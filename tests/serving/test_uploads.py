@@ -32,9 +32,9 @@ def error_of(data: bytes, limits: LimitsConfig = LIMITS) -> ApiError:
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_accepted_formats_decode_to_rgb(fmt):
-    source = Image.fromarray(np.full((40, 30, 4 if fmt != "JPEG" else 3), 200, np.uint8))
+    source = Image.fromarray(np.full((80, 64, 4 if fmt != "JPEG" else 3), 200, np.uint8))
     image = decode_image(encode(source, fmt), "f", LIMITS)
-    assert image.mode == "RGB" and image.size == (30, 40)
+    assert image.mode == "RGB" and image.size == (64, 80)
     assert sniff_format(encode(source, fmt)) == fmt
 
 
@@ -44,22 +44,23 @@ def test_dreambooth_photo_decodes(dreambooth):
 
 
 def test_exif_orientation_is_honoured():
-    wide = np.zeros((20, 60, 3), np.uint8)
-    wide[:, :10] = 255  # a white band on the left edge
+    wide = np.zeros((64, 192, 3), np.uint8)
+    wide[:, :32] = 255  # a white band on the left edge
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     data = encode(Image.fromarray(wide), "JPEG", exif=exif, quality=95)
     image = np.asarray(decode_image(data, "f", LIMITS))
-    assert image.shape[:2] == (60, 20)  # portrait once the orientation is applied
-    assert image[:10].mean() > 200 and image[-10:].mean() < 50  # the left band is now at the top
+    assert image.shape[:2] == (192, 64)  # portrait once the orientation is applied
+    assert image[:32].mean() > 200 and image[-32:].mean() < 50  # the left band is now at the top
 
 
 def test_limits_and_bad_bytes():
     assert error_of(b"").detail.status == 400
     too_big = error_of(png_bytes((700, 700), noise=True))
     assert (too_big.detail.status, too_big.detail.limit) == (413, 1_000_000)
-    bomb = error_of(bomb_png(20_000, 20_000))
-    assert (bomb.detail.status, bomb.detail.limit) == (413, 1_000_000) and "400000000 pixels" in bomb.detail.message
+    bomb = error_of(bomb_png(20_000, 20_000))  # beyond Pillow's own bomb limit too: the message is ours
+    assert (bomb.detail.status, bomb.detail.limit) == (413, 1_000_000)
+    assert bomb.detail.message == "references[0]: 400000000 pixels, limit is max_image_pixels 1000000"
     assert error_of(png_bytes()[:60]).detail.status == 400  # truncated
     assert error_of(b"\xff\xd8\xff" + b"\0" * 100).detail.status == 400  # a JPEG signature, then garbage
     for fmt in ("GIF", "BMP", "TIFF"):
@@ -77,3 +78,25 @@ def test_base64_sizes_are_checked_before_decoding():
     with pytest.raises(ApiError) as info:
         decode_base64("not base64 at all!", "f", 100)
     assert info.value.detail.status == 400
+
+
+def animated(fmt: str) -> bytes:
+    frames = [Image.fromarray(np.full((64, 64, 3), v, np.uint8)) for v in (0, 255)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_animations_are_refused_not_cut_to_their_first_frame(fmt):
+    error = error_of(animated(fmt))
+    assert (error.detail.status, error.detail.limit) == (415, 1)
+    assert error.detail.message == f"references[0]: an animated {fmt} (2 frames); send a still image"
+
+
+def test_images_below_the_minimum_side_are_refused():
+    error = error_of(png_bytes((1, 1)))
+    assert (error.detail.status, error.detail.limit) == (422, 64)
+    assert error.detail.message == "references[0]: 1×1 pixels, each side must be at least min_image_side 64"
+    assert error_of(png_bytes((64, 63))).detail.limit == 64
+    assert decode_image(png_bytes((16, 16)), "f", LimitsConfig(min_image_side=16)).size == (16, 16)

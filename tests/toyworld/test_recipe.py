@@ -11,7 +11,7 @@ import pytest
 from core import zoo
 from core.config import load_config
 from core.config.toyworld import ToyWorldSection
-from training.jedi.loop import EXPORT_META
+from training.jedi.recipe import EXPORT_META
 from training.toyworld.recipe import BASE_RUN, CONTINUED_RUN, JEDI_RUN
 
 

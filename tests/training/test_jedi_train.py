@@ -14,7 +14,7 @@ import torch
 
 from core.config import load_config
 from tests.conftest import REPO
-from training.jedi.trainer import fit
+from training.jedi.recipe import fit
 from training.shell import checkpoint as ckpt
 
 
@@ -42,7 +42,7 @@ def losses_from_tensorboard(run_dir: Path) -> list[float]:
 
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
-    return [e.value for e in acc.Scalars("loss_step")]
+    return [e.value for e in acc.Scalars("train/loss")]
 
 
 def test_loss_decreases_when_overfitting_a_fixed_set(ray_local, tmp_path, dreambooth):

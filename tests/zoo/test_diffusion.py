@@ -66,5 +66,5 @@ def test_pickled_weights_are_never_loaded(zoo_home, tmp_path):
     for f in (copy / "unet").glob("*.safetensors"):
         f.unlink()
     torch.save({"conv_in.weight": torch.zeros(1)}, copy / "unet" / "diffusion_pytorch_model.bin")
-    with pytest.raises((OSError, ValueError, EnvironmentError)):
+    with pytest.raises(zoo.UnsafeWeightsError, match="unet/diffusion_pytorch_model.bin"):
         zoo.load("sd", str(copy))

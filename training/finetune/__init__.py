@@ -1,7 +1,8 @@
-"""Fine-tuning personalization on Ray Train: DreamBooth, Textual Inversion, two-stage TI→UNet, CoRe.
+"""Fine-tuning personalization on Ray Train: DreamBooth, Textual Inversion, two-stage TI→UNet, CoRe, and
+any method registered in ``core.methods``.
 
-One module per method builds a ``MethodPlan`` (``dreambooth``, ``textual_inversion``, ``two_stage``,
-``core_method``); ``tuner.SubjectTuner`` runs any plan's steps; ``loop`` is the Ray Train per-worker
-shell around it (checkpoints, resume, metrics, export); ``runner`` schedules one Ray Train run per
-subject, many at once; results are written in the store format of ``core.subjects``.
+A method is a plan (``core.methods``); ``recipe.SubjectRecipe`` trains any plan on one subject and is
+run by the training shell (``training.shell``: checkpoints, resume, metrics, export); ``runner``
+schedules one run per subject, many at once; results are written in the store format of
+``core.subjects`` and drawn through ``core.subject_pipeline``.
 """

@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 from core import storage
 from core.config import S3JediConfig
 from core.logs import get_logger
-from training.finetune.subjects import load_images
+from training.shell.images import load_images
 
 log = get_logger("finetune.class_images")
 NAME_RE = re.compile(r"^(\d{5})\.png$")

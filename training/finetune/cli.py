@@ -30,7 +30,8 @@ def finetune_cmd(
         typer.Option(
             "--method",
             "-m",
-            help="dreambooth | ti | two-stage | core, or several comma-separated (default: finetune.method)",
+            help="a method, or several comma-separated (default: finetune.method); `s3jedi finetune methods` "
+            "lists them",
         ),
     ] = None,
     subjects: Annotated[
@@ -43,7 +44,7 @@ def finetune_cmd(
     """Fine-tune subjects; rerun with the same finetune.run.name to resume each from its checkpoint."""
     if ctx.invoked_subcommand:
         return
-    from training.finetune.methods import parse_methods
+    from core.methods import parse_methods
     from training.finetune.runner import finetune
 
     if not subjects:
@@ -56,6 +57,16 @@ def finetune_cmd(
     typer.echo(json.dumps(report.to_dict(), indent=1, default=str))
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command("methods")
+def methods_cmd(config: ConfigOpt = "tiny", set_: SetOpt = None) -> None:
+    """List the registered fine-tuning methods (with those of finetune.plugins)."""
+    from core.methods import METHODS
+
+    config_from(config, set_)  # imports the plugins
+    rows = [{"method": m.name, "label": m.label, "offered": m.selectable} for m in METHODS.values()]
+    typer.echo(json.dumps(rows, indent=1))
 
 
 @app.command("sample")

@@ -1,12 +1,14 @@
 """Driver side: many subjects, one Ray Train run each, scheduled concurrently; a report at the end.
 
-Scheduling: one Ray task per (subject, method) launches that subject's ``TorchTrainer`` and waits for
-it, at most ``finetune.concurrency`` at a time (Ray Train V2 runs a trainer from any task, which is
-also how Ray Tune drives Train runs; a plain task needs no Tune experiment state for a fixed list).
-Failures are handled where they arise:
+Scheduling: one Ray task per (subject, method) runs that subject's recipe (``recipe.SubjectRecipe``)
+through the training shell (``training.shell.trainer.fit``) and waits for it, at most
+``finetune.concurrency`` at a time (Ray Train V2 runs a trainer from any task, which is also how Ray
+Tune drives Train runs; a plain task needs no Tune experiment state for a fixed list). Failures are
+handled where they arise:
 
-- a worker that dies or raises is restarted by Ray Train from the subject's last checkpoint, up to
-  ``finetune.run.max_failures`` times;
+- a worker that dies is restarted from the subject's last checkpoint, up to
+  ``finetune.run.max_failures`` times; one that raises an error no rerun can fix (bad data, a bad
+  setting) fails the subject at once;
 - a lost task process (a node going away) is retried by Ray with the same budget, and its rerun
   resumes the subject's run from storage;
 - a subject that cannot be trained as given (unreadable photo, no class word) fails on the driver,
@@ -22,19 +24,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 
-from tqdm import tqdm
-
 from core import storage
-from core.config import S3JediConfig, config_hash
+from core.config import S3JediConfig
 from core.logs import get_logger
+from core.methods import method_plan
+from core.progress import Progress
 from core.ray_runtime import init_ray
+from core.subjects import make_subject_id
 from training.finetune.class_images import ensure_class_images
-from training.finetune.export import store_location
-from training.finetune.loop import subject_run, train_loop_per_worker
-from training.finetune.methods import method_plan
-from training.finetune.subjects import SubjectDataError, discover, load_subject, subject_id
-from training.finetune.tuner import SubjectJob
-from training.shell.ray_run import run_config, run_dir, scaling_config
+from training.finetune.recipe import SubjectJob, SubjectRecipe, subject_run
+from training.finetune.subjects import SubjectDataError, discover, load_subject
+from training.shell.ray_run import run_dir
+from training.shell.trainer import failure_reason, fit
 
 log = get_logger("finetune")
 
@@ -86,7 +87,7 @@ def plan_jobs(cfg: S3JediConfig, methods: list[str], subjects: str) -> tuple[lis
             except SubjectDataError as exc:
                 error = str(exc)
         for method in methods:
-            sid = subject_id(cfg.finetune.subject_id, spec.name, method)
+            sid = make_subject_id(cfg.finetune.subject_id, spec.name, method)
             if error:
                 failed.append(SubjectOutcome(spec.name, method, sid, "failed", error=error))
             else:
@@ -95,28 +96,6 @@ def plan_jobs(cfg: S3JediConfig, methods: list[str], subjects: str) -> tuple[lis
     if len(set(ids)) != len(ids):
         raise ValueError(f"finetune.subject_id: {cfg.finetune.subject_id!r} gives the same id to several jobs: {ids}")
     return jobs, failed
-
-
-def build_trainer(cfg: S3JediConfig, job: SubjectJob, in_process: bool = False):
-    """The subject's ``TorchTrainer``; ``in_process`` uses Ray Train's local mode (no workers)."""
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "job": asdict(job), "config_hash": config_hash(cfg)},
-        scaling_config=ScalingConfig(num_workers=0) if in_process else scaling_config(cfg.finetune.scaling),
-        run_config=run_config(subject_run(cfg, job.subject_id)),
-    )
-
-
-def failure_reason(exc: Exception) -> str:
-    """One line: Ray Train's errors carry the worker's traceback, whose last line is the cause."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
-    return f"{type(exc).__name__}: {text}"[:1000]
 
 
 def train_subject(config: dict, job_fields: dict) -> dict:
@@ -129,13 +108,13 @@ def train_subject(config: dict, job_fields: dict) -> dict:
     )
     start = time.perf_counter()
     try:
-        result = build_trainer(cfg, job).fit()
-    except Exception as exc:  # the run failed after Ray Train's own restarts
+        result = fit(SubjectRecipe.of(cfg, job))
+    except Exception as exc:  # the run failed, after the restarts a failure is worth
         outcome.error = failure_reason(exc)
     else:
         outcome.status = "done"
-        outcome.metrics = dict(result.metrics or {})
-        outcome.published = storage.join(store_location(cfg), job.subject_id)
+        outcome.metrics = result.metrics
+        outcome.published = result.export_dir
     outcome.seconds = round(time.perf_counter() - start, 3)
     return asdict(outcome)
 
@@ -181,7 +160,7 @@ def finetune(
     config = cfg.model_dump(mode="json")
     task = ray.remote(train_subject).options(num_cpus=0, max_retries=cfg.finetune.run.max_failures)
     queue, pending = list(jobs), {}
-    with tqdm(total=len(jobs), desc="subjects", unit="subject") as bar:
+    with Progress(total=len(jobs), desc="fine-tune subjects", unit="subject") as bar:
         while queue or pending:
             while queue and len(pending) < cfg.finetune.concurrency:
                 job = queue.pop(0)

@@ -11,24 +11,26 @@ the reason; problems with the whole request (no such folder, no subjects) stop t
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.fs as pafs
-from PIL import Image, UnidentifiedImageError
 
 from core import storage
 from core.config.finetune import FinetuneSection
 from core.jedi.images import resize_center_crop
 from core.subjects import validate_subject_id
-from training.jedi.data import IMAGE_SUFFIXES, MAX_PIXELS
-
-
-class SubjectDataError(ValueError):
-    """A subject cannot be trained as given (its photos or its class word); other subjects go on."""
+from training.shell.images import (
+    IMAGE_SUFFIXES,
+    SubjectDataError,
+    decode_image,
+    entries,
+    image_paths,
+    is_image,
+    load_images,
+)
 
 
 @dataclass(frozen=True)
@@ -39,22 +41,6 @@ class SubjectSpec:
     error: str | None = None
 
 
-def _entries(path: str) -> list[pafs.FileInfo]:
-    fs, p = storage.filesystem(path)
-    info = fs.get_file_info(p)
-    if info.type != pafs.FileType.Directory:
-        raise ValueError(f"--subjects: {path} is not a directory")
-    return sorted(fs.get_file_info(pafs.FileSelector(p)), key=lambda e: e.base_name)
-
-
-def _is_image(entry: pafs.FileInfo) -> bool:
-    return entry.type == pafs.FileType.File and f".{entry.extension.lower()}" in IMAGE_SUFFIXES
-
-
-def image_paths(source: str) -> list[str]:
-    return [e.path for e in _entries(source) if _is_image(e)]
-
-
 def _subject_folders(argument: str) -> list[str]:
     parts = [p.strip() for p in argument.split(",") if p.strip()]
     if not parts:
@@ -62,10 +48,10 @@ def _subject_folders(argument: str) -> list[str]:
     if len(parts) > 1:
         return [storage.resolve(p) for p in parts]
     root = storage.resolve(parts[0])
-    entries = _entries(root)
-    if any(_is_image(e) for e in entries):
+    found = entries(root, "--subjects")
+    if any(is_image(e) for e in found):
         return [root]
-    folders = [storage.join(root, e.base_name) for e in entries if e.type == pafs.FileType.Directory]
+    folders = [storage.join(root, e.base_name) for e in found if e.type == pafs.FileType.Directory]
     if not folders:
         raise ValueError(f"--subjects: {root} holds neither images nor subject folders")
     return folders
@@ -105,32 +91,6 @@ def subject_id(template: str, subject: str, method: str) -> str:
     """The output id: the template filled, lower-cased, characters outside ``[a-z0-9_-]`` become ``-``."""
     raw = template.replace("{subject}", subject).replace("{method}", method).lower()
     return validate_subject_id(re.sub(r"[^a-z0-9_-]+", "-", raw).strip("-_")[:64])
-
-
-def decode_image(blob: bytes, name: str) -> Image.Image:
-    try:
-        img = Image.open(io.BytesIO(blob))
-        if img.width * img.height > MAX_PIXELS:
-            raise SubjectDataError(f"{name}: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
-        img.load()
-        return img.convert("RGB")
-    except SubjectDataError:
-        raise
-    except UnidentifiedImageError:
-        raise SubjectDataError(f"{name}: unreadable image (not a format PIL can decode)") from None
-    except Exception as exc:
-        raise SubjectDataError(f"{name}: unreadable image ({type(exc).__name__}: {exc})") from None
-
-
-def load_images(paths: list[str], resolution: int) -> np.ndarray:
-    """``(N, R, R, 3)`` uint8: each image RGB, shorter side resized to ``R``, centre-cropped."""
-    arrays = []
-    for path in paths:
-        fs, p = storage.filesystem(path)
-        with fs.open_input_stream(p) as f:
-            img = decode_image(f.read(), path)
-        arrays.append(np.asarray(resize_center_crop(img, resolution, resolution), dtype=np.uint8))
-    return np.stack(arrays) if arrays else np.zeros((0, resolution, resolution, 3), np.uint8)
 
 
 def load_extra_instances(path: str, resolution: int) -> tuple[np.ndarray, list[str]]:

@@ -40,9 +40,7 @@ from core import storage
 from core.config.training import DataSource, JeDiDataSection
 from training.jedi.sampling import key_seed
 from training.jedi.video import ClipError, sample_frames, video_clips
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-MAX_PIXELS = 64_000_000  # refuse decompression bombs in training data too
+from training.shell.images import IMAGE_SUFFIXES, MAX_PIXELS
 
 
 def load_size(data: JeDiDataSection) -> int:

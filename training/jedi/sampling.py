@@ -8,16 +8,11 @@ checkpointed, because every draw is recomputed from its key.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 from PIL import Image
 
-
-def key_seed(*parts: object) -> int:
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
+from training.shell.seeds import key_seed
 
 
 def step_rng(seed: int, step: int, micro: int) -> np.random.Generator:

@@ -2,6 +2,7 @@
 the masks read from the tokens' own cross-attention (E-step) while the tokens learn on them (M-step).
 
 ``scene`` reads a scene folder, ``synthetic`` builds one with known masks from DreamBooth photos,
-``em.SceneTuner`` is the method, ``masks``/``crf`` turn attention into masks, ``loop`` is the Ray Train
-shell (``run_scene``), ``export`` writes the subject, the mask history and the IoU curve.
+``em.SceneRecipe`` is the method as a recipe of the training shell, ``masks``/``crf`` turn attention
+into masks, ``runner.run_scene`` runs a scene, ``export`` writes the subject, the mask history and the
+IoU curve.
 """

@@ -31,7 +31,7 @@ def multiconcept_cmd(
     """Learn a scene's concepts; rerun with the same multiconcept.run.name to resume."""
     if ctx.invoked_subcommand:
         return
-    from training.multiconcept.loop import run_scene
+    from training.multiconcept.runner import run_scene
 
     if not scene:
         raise fail("--scene: required (a scene folder; `s3jedi multiconcept scene --out DIR` writes one)")

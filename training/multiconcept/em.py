@@ -1,6 +1,6 @@
-"""Concept-driven EM on one scene — no Ray in here.
+"""Concept-driven EM on one scene: the recipe the training shell runs — no Ray in here.
 
-``SceneTuner`` holds the base model with one new token per concept and a (zero-initialised) UNet
+``SceneRecipe`` holds the base model with one new token per concept and a (zero-initialised) UNet
 LoRA, the scene's images as VAE posteriors, and the current concept masks.
 
 - **E-step** (``estimate_masks``): for each image, the prompt naming all its concepts is run through
@@ -15,43 +15,123 @@ LoRA, the scene's images as VAE posteriors, and the current concept masks.
   phase 2 (``joint_steps``) trains tokens and the LoRA with the masks fixed.
 
 All randomness of a step comes from a generator keyed by (seed, scene, step), so nothing random is
-checkpointed and a resumed run draws what an uninterrupted one would.
+checkpointed and a resumed run draws what an uninterrupted one would. A checkpoint is taken after
+every E-step (the masks are state). The export, under ``<run dir>/outputs``, is what ``export``
+describes: the mask history, the IoU curve, samples, and the subject published to the store.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import storage
 from core.attention_maps import STORE_KWARG, AttentionStore, capture_cross_attention, timestep_averaged_maps, token_maps
 from core.config import S3JediConfig
 from core.config.finetune import NewTokenSection
-from training.finetune.models import BaseModels, load_base
-from training.finetune.tokens import LearnedToken, RowGuard, add_token
-from training.finetune.tuner import UNET_LORA_TARGETS, step_generator
+from core.config.multiconcept import MultiConceptSection
+from core.config.training import RunSection, ScalingSection
+from core.logs import get_logger
+from core.methods.tokens import LearnedToken, RowGuard, add_token
+from core.subject_pipeline import published, store_location
+from core.subjects import SubjectStore
+from training.multiconcept.export import (
+    draw_samples,
+    history_entry,
+    mask_grid,
+    write_masks,
+    write_reports,
+    write_subject,
+)
 from training.multiconcept.masks import attention_masks, latent_masks
-from training.multiconcept.scene import Scene
+from training.multiconcept.scene import Scene, load_scene
 from training.shell import checkpoint as ckpt
-from training.shell.optim import build_lr_schedule, build_optimizer
-from training.shell.precision import autocast, grad_scaler
+from training.shell.lora import UNET_LORA_TARGETS, lora_config
+from training.shell.optim import Optimization
+from training.shell.precision import autocast, resolve_precision
+from training.shell.ray_run import local_run_dir, nested_run, run_dir
+from training.shell.recipe import Recipe, Worker
+from training.shell.sd_parts import SDParts, load_base, sample_posterior
+from training.shell.seeds import step_generator
 
+log = get_logger("multiconcept")
 TOKENS_PHASE, JOINT_PHASE = 0, 1
 
 
-def _sample(mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return mean + std * torch.randn(mean.shape, generator=g).to(mean.device)
+def scene_run(cfg: S3JediConfig, subject_id: str) -> RunSection:
+    """The scene's own ``RunSection``: ``<storage>/<run name>/<subject id>``."""
+    return nested_run(cfg.multiconcept.run, subject_id)
 
 
-class SceneTuner:
-    def __init__(self, cfg: S3JediConfig, scene: Scene, device: torch.device, precision: str):
-        from peft import LoraConfig
+def estep_due(step: int, mc: MultiConceptSection) -> bool:
+    """E-steps: before training (the baseline), every ``estep_every`` token steps, and at phase 1's end."""
+    return step == 0 or (step <= mc.em_steps and (step % mc.estep_every == 0 or step == mc.em_steps))
 
-        self.cfg, self.scene, self.device, self.precision = cfg, scene, device, precision
+
+@dataclass
+class SceneBatch:
+    step: int
+    image: int
+    concepts: list[int]
+    latents: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+
+
+class SceneRecipe(Recipe):
+    kind = "multiconcept"
+    run_field = "multiconcept.run"
+
+    def __init__(self, cfg: S3JediConfig, *, scene: str, subject_id: str):
+        super().__init__(cfg, scene=scene, subject_id=subject_id)
+        self.scene_path, self.subject_id = scene, subject_id
+
+    # -- driver side ------------------------------------------------------------------------------
+    @property
+    def run(self) -> RunSection:
+        return scene_run(self.cfg, self.subject_id)
+
+    @property
+    def scaling(self) -> ScalingSection:
+        return self.cfg.multiconcept.scaling
+
+    @property
+    def steps(self) -> int:
+        return self.cfg.multiconcept.total_steps
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.multiconcept.run.name}/{self.subject_id}"
+
+    def settings(self) -> dict:
+        mc = self.cfg.multiconcept.model_dump(
+            mode="json", exclude={"run", "scaling", "subject_id", "sample_prompts", "sample_steps", "sample_guidance"}
+        )
+        return {"multiconcept": mc, "models.sd": self.cfg.models.sd, "seed": self.cfg.seed, "scene": self.scene_path}
+
+    @property
+    def export_location(self) -> str:
+        return storage.join(store_location(self.cfg), self.subject_id)
+
+    # -- worker side ------------------------------------------------------------------------------
+    def setup(self, worker: Worker) -> None:
+        mc = self.cfg.multiconcept
+        self.load(load_scene(self.scene_path, mc), worker.device, resolve_precision(mc.precision, worker.device))
+
+    def load(self, scene: Scene, device: torch.device, precision: str) -> None:
+        """The models and the scene's images; the run's ``outputs`` folder."""
+        cfg = self.cfg
+        self.scene, self.device, self.precision = scene, device, precision
+        self.outputs = local_run_dir(self.run) / "outputs"
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        self.history: list[dict] = []
+        self.last: dict[str, float] = {}
         mc = cfg.multiconcept
-        self.models: BaseModels = load_base(cfg, device)
+        self.models: SDParts = load_base(cfg, device)
         m = self.models
         self.tokens: list[LearnedToken] = []
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
@@ -64,14 +144,7 @@ class SceneTuner:
                     with torch.no_grad():
                         table[token.ids] = table.mean(0) + table.std(0) * torch.randn_like(table[token.ids])
                 self.tokens.append(token)
-            m.unet.add_adapter(
-                LoraConfig(
-                    r=mc.lora_rank,
-                    lora_alpha=mc.lora_rank,
-                    init_lora_weights="gaussian",
-                    target_modules=UNET_LORA_TARGETS,
-                )
-            )
+            m.unet.add_adapter(lora_config(mc.lora_rank, mc.lora_rank, UNET_LORA_TARGETS))
         self.token_ids = torch.cat([t.ids for t in self.tokens])  # (K,): one vector per concept
         m.unet.requires_grad_(False)
         m.text_encoder.requires_grad_(False)
@@ -127,111 +200,166 @@ class SceneTuner:
             masks[i, concepts] = attention_masks(maps, images[i], mc.mask_threshold, mc.crf)
         return masks
 
+    def estep(self, step: int) -> dict[str, float]:
+        """Re-estimate the masks, record them (files and history); the mask IoU when truth is known."""
+        self.set_masks(self.estimate_masks(step))
+        entry = history_entry(step, self.scene, self.masks)
+        self.history.append(entry)
+        write_masks(self.outputs, step, self.scene, self.masks)
+        log.info("masks estimated", subject=self.subject_id, step=step, mean_iou=entry.get("mean_iou"))
+        return {"val/mask_iou": entry["mean_iou"]} if "mean_iou" in entry else {}
+
+    def begin(self, step: int) -> dict[str, float]:
+        return self.estep(0) if self.masks is None else {}
+
     # -- M-step -----------------------------------------------------------------------------------
     def start_phase(self, phase: int) -> None:
         mc, m = self.cfg.multiconcept, self.models
         m.unet.requires_grad_(False)
         weight = m.text_encoder.get_input_embeddings().weight
-        self.params = [weight]
+        params = [weight]
         if phase == JOINT_PHASE:
-            self.params += [p for n, p in m.unet.named_parameters() if "lora_" in n]
-        for p in self.params:
+            params += [p for n, p in m.unet.named_parameters() if "lora_" in n]
+        for p in params:
             p.requires_grad_(True)
         m.unet.train(phase == JOINT_PHASE)
         optim, steps = (mc.token_optim, mc.em_steps) if phase == TOKENS_PHASE else (mc.joint_optim, mc.joint_steps)
-        self.optimizer = build_optimizer(self.params, optim, self.device.type == "cuda")
-        self.schedule = build_lr_schedule(self.optimizer, optim, steps)
-        self.scaler = grad_scaler(self.precision)
-        self.max_grad_norm = optim.max_grad_norm
+        self.optimization = Optimization(params, optim, steps, self.precision, self.device)
         self.guard = RowGuard(weight, self.token_ids)
         self.phase = phase
 
     def phase_of(self, step: int) -> int:
         return TOKENS_PHASE if step <= self.cfg.multiconcept.em_steps else JOINT_PHASE
 
-    def train_step(self, step: int) -> dict[str, float]:
-        """One optimizer step at global step ``step`` (1-based) with the current masks."""
-        if self.mask_targets is None:
-            raise RuntimeError("train_step: no masks yet; run estimate_masks(0) first")
-        phase = self.phase_of(step)
-        if phase != self.phase:
-            self.start_phase(phase)
-        mc, m = self.cfg.multiconcept, self.models
+    def batch(self, step: int) -> SceneBatch:
+        """Step ``step``'s image, a random non-empty subset of its concepts, latents, noise, timesteps."""
+        m = self.models
         g = step_generator(self.cfg.seed, self.scene.name, step)
         image = int(torch.randint(len(self.scene.images), (1,), generator=g))
         present = [int(k) for k in np.nonzero(self.scene.present[image])[0]]
         count = int(torch.randint(1, len(present) + 1, (1,), generator=g))
         concepts = [present[int(j)] for j in torch.randperm(len(present), generator=g)[:count]]
-        ids, positions = self.encode(concepts)
-        latents = _sample(self.posterior[0][image : image + 1], self.posterior[1][image : image + 1], g)
+        latents = sample_posterior(self.posterior[0][image : image + 1], self.posterior[1][image : image + 1], g)
         noise = torch.randn(latents.shape, generator=g).to(self.device)
         timesteps = torch.randint(0, m.noise_scheduler.config.num_train_timesteps, (1,), generator=g).to(self.device)
-        noisy = m.noise_scheduler.add_noise(latents, noise, timesteps)
-        targets = self.mask_targets[image, concepts]  # (S, h, w)
+        return SceneBatch(step, image, concepts, latents, noise, timesteps)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """The M-step of global step ``step``, then the E-step when one is due (its mask IoU as ``val/mask_iou``)."""
+        metrics = self.step(self.batch(step))
+        return {**metrics, **self.estep(step)} if estep_due(step, self.cfg.multiconcept) else metrics
+
+    def step(self, batch: SceneBatch) -> dict[str, float]:
+        """One optimizer step (an M-step) at global step ``batch.step`` with the current masks."""
+        if self.mask_targets is None:
+            raise RuntimeError("train_step: no masks yet; run estimate_masks(0) first")
+        phase = self.phase_of(batch.step)
+        if phase != self.phase:
+            self.start_phase(phase)
+        mc, m = self.cfg.multiconcept, self.models
+        ids, positions = self.encode(batch.concepts)
+        noisy = m.noise_scheduler.add_noise(batch.latents, batch.noise, batch.timesteps)
+        targets = self.mask_targets[batch.image, batch.concepts]  # (S, h, w)
         union = targets.amax(dim=0)
         with autocast(self.precision, self.device):
             states = m.text_encoder(ids)[0]
             store = AttentionStore()
-            pred = m.unet(noisy, timesteps, states, cross_attention_kwargs={STORE_KWARG: store}).sample.float()
-            target = m.target(latents, noise, timesteps).float()
+            pred = m.unet(noisy, batch.timesteps, states, cross_attention_kwargs={STORE_KWARG: store}).sample.float()
+            target = m.target(batch.latents, batch.noise, batch.timesteps).float()
             error = ((pred - target) ** 2).mean(dim=1)[0]  # (h, w)
             loss_diffusion = (error * union).sum() / union.sum().clamp_min(1.0)
             maps = token_maps(store, positions, self.latent_size)[0]  # (S, h, w)
             maps = maps / maps.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
             loss_attention = F.mse_loss(maps, targets)
             loss = loss_diffusion + mc.lambda_attn * loss_attention
-        self.scaler.scale(loss).backward()
-        self.guard.mask_grad()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.schedule.step()
-        self.guard.restore()
-        return {
+        self.optimization.backward(loss)
+        grad_norm = self.optimization.step(self.guard)
+        self.last = {
             "loss": float(loss.detach()),
             "loss_diffusion": float(loss_diffusion.detach()),
             "loss_attention": float(loss_attention.detach()),
             "grad_norm": grad_norm,
-            "lr": self.schedule.get_last_lr()[0],
-            "concepts": float(count),
+            "lr": self.optimization.lr,
+            "concepts": float(len(batch.concepts)),
         }
+        return self.last
+
+    def status(self) -> dict:
+        return {"phase": self.phase}
+
+    def checkpoint_due(self, step: int) -> bool:
+        return estep_due(step, self.cfg.multiconcept)
 
     # -- weights ----------------------------------------------------------------------------------
     def token_rows(self) -> torch.Tensor:
         return self.models.text_encoder.get_input_embeddings().weight[self.token_ids].detach()
 
-    def save(self, directory: Path, step: int, history: list[dict], provenance: dict | None = None) -> None:
+    def save(self, directory: Path) -> dict:
         from peft.utils import get_peft_model_state_dict
 
         ckpt.write_weights(directory, "tokens", {"rows": self.token_rows()})
         ckpt.write_weights(directory, "unet_lora", get_peft_model_state_dict(self.models.unet))
         ckpt.write_weights(directory, "masks", {"masks": torch.from_numpy(self.masks.astype(np.uint8))})
         if self.phase is not None:
-            ckpt.write_state(directory, "optimizer", self.optimizer.state_dict())
-            ckpt.write_state(directory, "lr_schedule", self.schedule.state_dict())
-            ckpt.write_state(directory, "grad_scaler", self.scaler.state_dict())
-        meta = {"step": step, "phase": self.phase, "history": history, "method": "multiconcept", **(provenance or {})}
-        ckpt.write_json(directory, "meta", meta)
+            self.optimization.save(directory)
+        return {
+            "phase": self.phase,
+            "history": list(self.history),
+            "method": "multiconcept",
+            "subject_id": self.subject_id,
+        }
 
-    def restore(self, directory: Path) -> tuple[int, list[dict]]:
-        """Load a checkpoint written by ``save``; returns its step and the mask history so far. The
+    def restore(self, directory: Path, meta: dict) -> None:
+        """Load a checkpoint written by ``save`` (its step and mask history from ``meta``). The
         optimizer state is loaded when the next step belongs to the same phase."""
         from peft.utils import set_peft_model_state_dict
 
-        meta = ckpt.read_json(directory, "meta")
-        if meta is None or meta.get("method") != "multiconcept":
+        if meta.get("method") != "multiconcept":
             raise ValueError(f"{directory}: not a multiconcept checkpoint")
         with torch.no_grad():
             rows = ckpt.read_weights(directory, "tokens")["rows"]
             self.models.text_encoder.get_input_embeddings().weight[self.token_ids] = rows.to(self.device)
         set_peft_model_state_dict(self.models.unet, ckpt.read_weights(directory, "unet_lora"))
         self.set_masks(ckpt.read_weights(directory, "masks")["masks"].numpy().astype(bool))
+        self.history = list(meta["history"])
         step, phase = meta["step"], meta["phase"]
-        if phase is not None and step < self.cfg.multiconcept.total_steps and self.phase_of(step + 1) == phase:
+        if phase is not None and step < self.steps and self.phase_of(step + 1) == phase:
             self.start_phase(phase)
-            self.optimizer.load_state_dict(ckpt.read_state(directory, "optimizer"))
-            self.schedule.load_state_dict(ckpt.read_state(directory, "lr_schedule"))
-            self.scaler.load_state_dict(ckpt.read_state(directory, "grad_scaler"))
-        return step, meta["history"]
+            self.optimization.load(directory)
+
+    # -- validation and export --------------------------------------------------------------------
+    def validation_due(self, step: int) -> bool:
+        return estep_due(step, self.cfg.multiconcept) or step == self.steps
+
+    def validation(self, step: int):
+        """The scene's images with each concept's current mask over them."""
+        return mask_grid(self.scene, self.masks)
+
+    def summary_path(self) -> str:
+        return storage.join(run_dir(self.run), "outputs", "summary.json")
+
+    def exported(self) -> bool:
+        return storage.exists(self.summary_path()) and published(self.cfg, self.subject_id, "multiconcept", self.steps)
+
+    def export(self, directory: Path) -> str:
+        """Final masks, the published subject, samples, the IoU report and ``summary.json`` (last)."""
+        cfg, scene, history = self.cfg, self.scene, self.history
+        write_masks(self.outputs, history[-1]["step"], scene, self.masks)
+        metrics = {k: float(v) for k, v in self.last.items()}
+        if "mean_iou" in history[-1]:
+            metrics.update(mask_iou=history[-1]["mean_iou"], mask_iou_baseline=history[0]["mean_iou"])
+        write_subject(self, directory / self.subject_id, self.subject_id, self.steps, metrics)
+        dest = SubjectStore(store_location(cfg)).publish(directory / self.subject_id)
+        summary = {
+            "subject_id": self.subject_id,
+            "published": dest,
+            "scene": scene.name,
+            "tokens": scene.tokens,
+            "steps": self.steps,
+            "metrics": metrics,
+            "samples": draw_samples(self, self.outputs),
+        }
+        write_reports(self.outputs, scene, history, summary)
+        if storage.is_uri(run_dir(self.run)):
+            storage.upload_dir(self.outputs, storage.join(run_dir(self.run), "outputs"))
+        return dest

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,10 +27,12 @@ import torch
 from PIL import Image
 
 from core.subjects import EMBEDDINGS_FILE, SubjectCard, SubjectWeights, write_card
-from training.finetune.export import save_lora
-from training.multiconcept.em import SceneTuner
 from training.multiconcept.masks import scene_iou
 from training.multiconcept.scene import Scene, fill_concepts
+from training.shell.lora import save_lora
+
+if TYPE_CHECKING:
+    from training.multiconcept.em import SceneRecipe
 
 OVERLAY = np.array([230, 40, 40], dtype=np.float32)
 
@@ -95,21 +98,23 @@ def iou_table(scene: Scene, history: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def write_subject(tuner: SceneTuner, out: Path, subject_id: str, steps: int, metrics: dict[str, float]) -> SubjectCard:
+def write_subject(
+    recipe: SceneRecipe, out: Path, subject_id: str, steps: int, metrics: dict[str, float]
+) -> SubjectCard:
     """The scene's tokens and LoRA in the subject-store format (``out`` is named after the subject id)."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = tuner.token_rows().float().cpu()
-    save_file({t.token: rows[k : k + 1].contiguous() for k, t in enumerate(tuner.tokens)}, str(out / EMBEDDINGS_FILE))
-    lora = save_lora(out, {"unet": tuner.models.unet})
+    rows = recipe.token_rows().float().cpu()
+    save_file({t.token: rows[k : k + 1].contiguous() for k, t in enumerate(recipe.tokens)}, str(out / EMBEDDINGS_FILE))
+    lora = save_lora(out, {"unet": recipe.models.unet})
     card = SubjectCard(
         subject_id=subject_id,
         method="multiconcept",
-        base_model=tuner.cfg.models.sd,
-        tokens=tuner.scene.tokens,
+        base_model=recipe.cfg.models.sd,
+        tokens=recipe.scene.tokens,
         class_word="scene",
-        prompt_template=tuner.cfg.multiconcept.prompt_template.replace("{concepts}", "{0}"),
+        prompt_template=recipe.cfg.multiconcept.prompt_template.replace("{concepts}", "{0}"),
         weights=SubjectWeights(lora=lora, embeddings=EMBEDDINGS_FILE),
         steps=steps,
         metrics=metrics,
@@ -118,18 +123,18 @@ def write_subject(tuner: SceneTuner, out: Path, subject_id: str, steps: int, met
     return card
 
 
-def draw_samples(tuner: SceneTuner, outputs: Path) -> list[str]:
+def draw_samples(recipe: SceneRecipe, outputs: Path) -> list[str]:
     """One image per sample prompt, drawn by the trained parts themselves (tokens + LoRA)."""
-    mc = tuner.cfg.multiconcept
-    pipe = tuner.models.pipeline()
-    tuner.models.unet.eval()
+    mc = recipe.cfg.multiconcept
+    pipe = recipe.models.sd_pipeline()
+    recipe.models.unet.eval()
     folder = outputs / "samples"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for i, template in enumerate(mc.sample_prompts):
-        generator = torch.Generator(tuner.device).manual_seed(tuner.cfg.seed + i)
+        generator = torch.Generator(recipe.device).manual_seed(recipe.cfg.seed + i)
         image = pipe(
-            fill_concepts(template, tuner.scene.tokens),
+            fill_concepts(template, recipe.scene.tokens),
             num_inference_steps=mc.sample_steps,
             guidance_scale=mc.sample_guidance,
             height=mc.resolution,

@@ -28,7 +28,7 @@ from PIL import Image
 from core import storage
 from core.config.multiconcept import ConceptSection, MultiConceptSection
 from core.jedi.images import resize_center_crop
-from training.finetune.subjects import SubjectDataError, decode_image, image_paths
+from training.shell.images import SubjectDataError, decode_image, image_paths, read_bytes
 
 MAX_IMAGES = 64
 SAMPLE_SLOT = re.compile(r"\{c(\d+)\}")
@@ -46,12 +46,6 @@ class Scene:
     @property
     def tokens(self) -> list[str]:
         return [c.token for c in self.concepts]
-
-
-def _read(path: str) -> bytes:
-    fs, p = storage.filesystem(path)
-    with fs.open_input_stream(p) as f:
-        return f.read()
 
 
 def _is_file(path: str) -> bool:
@@ -90,7 +84,7 @@ def load_scene(root: str, cfg: MultiConceptSection) -> Scene:
     meta = {}
     if _is_file(meta_path):
         try:
-            meta = json.loads(_read(meta_path))
+            meta = json.loads(read_bytes(meta_path))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{meta_path}: not JSON ({exc})") from None
     if cfg.concepts is not None:
@@ -103,14 +97,14 @@ def load_scene(root: str, cfg: MultiConceptSection) -> Scene:
     else:
         raise ValueError(f"multiconcept.concepts: not set and {meta_path} names no concepts")
     _check_concepts(concepts, cfg)
-    paths = image_paths(storage.join(root, "images"))
+    paths = image_paths(storage.join(root, "images"), "--scene")
     if not 1 <= len(paths) <= MAX_IMAGES:
         raise ValueError(f"{root}/images: {len(paths)} images; 1 to {MAX_IMAGES} are supported")
     names = [p.rstrip("/").rsplit("/", 1)[-1] for p in paths]
     side = cfg.resolution
     images, truth, present = [], [], []
     for name, path in zip(names, paths, strict=True):
-        picture = decode_image(_read(path), path)
+        picture = decode_image(read_bytes(path), path)
         images.append(np.asarray(resize_center_crop(picture, side, side), dtype=np.uint8))
         listed = meta.get("images", {}).get(name, list(range(len(concepts))))
         if not listed or any(not isinstance(k, int) or not 0 <= k < len(concepts) for k in listed):
@@ -136,7 +130,7 @@ def load_scene(root: str, cfg: MultiConceptSection) -> Scene:
 def _mask(path: str, size: tuple[int, int], side: int) -> np.ndarray:
     if not _is_file(path):
         raise ValueError(f"{path}: missing (an image with ground truth needs one mask per concept)")
-    mask = decode_image(_read(path), path).convert("L")
+    mask = decode_image(read_bytes(path), path).convert("L")
     if mask.size != size:
         raise SubjectDataError(f"{path}: mask is {mask.size[0]}x{mask.size[1]}, its image {size[0]}x{size[1]}")
     return np.asarray(resize_center_crop(mask, side, side)) > 127

@@ -17,15 +17,15 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from core.config.multiconcept import ConceptSection
 from core.jedi.images import resize_center_crop
-from training.finetune.subjects import image_paths
 from training.multiconcept.scene import write_scene
+from training.shell.images import image_paths
 
 SUBJECT_SCALE = 0.42
 """Side of a pasted subject / side of the image."""
 
 
 def _photo(folder: Path, index: int, side: int) -> Image.Image:
-    paths = image_paths(str(folder))
+    paths = image_paths(str(folder), "--photos")
     if not paths:
         raise ValueError(f"synthetic scene: no photos in {folder}")
     with Image.open(paths[index % len(paths)]) as img:

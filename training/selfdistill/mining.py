@@ -3,8 +3,9 @@
 Two actor pools, as in the class-images job and the evaluation run: ``TeacherSampler`` holds a
 teacher pipeline (the base model with the teacher subject applied, loaded from the subject store like
 any fine-tuned subject) and draws one image per row; ``GoldScorer`` holds the metric suite (CLIP,
-DINO, detector + segmenter for the masked scores) and each subject's reference features. Images travel
-as PNG bytes, so no stage needs a shared disk; the driver receives the scored rows and writes them.
+NegCLIP, DINO, detector + segmenter for the masked scores) and each subject's reference features.
+Images travel as PNG bytes, so no stage needs a shared disk; the driver receives the scored rows and
+writes them.
 
 Rows are sorted by subject, so an actor rarely switches teachers. Sample i of prompt p is drawn with
 its own CPU generator seeded from (seed, subject, round, p, i): a sample depends on nothing else.
@@ -30,8 +31,9 @@ from core.config import S3JediConfig
 from core.metrics.loading import load_suite
 from core.metrics.suite import ReferenceFeatures
 from core.paths import s3jedi_home
+from core.progress import Progress
+from core.subject_pipeline import store_location
 from core.subjects import SubjectCard, SubjectStore, apply_subject, read_card
-from training.finetune.export import store_location
 from training.selfdistill.prompts import MinedPrompt
 
 
@@ -203,10 +205,12 @@ def mine(cfg: S3JediConfig, plans: list[MiningPlan]) -> dict[str, pa.Table]:
         num_gpus=m.gpus_per_scorer,
     )
     parts: dict[str, list[pa.Table]] = defaultdict(list)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        table = pa.table({k: pa.array(list(v)) for k, v in batch.items()})
-        for name, rows_of in _groups(batch["subject"]).items():
-            parts[name].append(table.take(rows_of))
+    with Progress(total=len(rows), desc="mine (draw + score)", unit="img") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            table = pa.table({k: pa.array(list(v)) for k, v in batch.items()})
+            for name, rows_of in _groups(batch["subject"]).items():
+                parts[name].append(table.take(rows_of))
+            bar.update(table.num_rows)
     return {
         name: pa.concat_tables(tables).sort_by([("prompt_id", "ascending"), ("sample", "ascending")])
         for name, tables in parts.items()

@@ -1,15 +1,20 @@
-"""Mining prompts: an LLM writes varied prompts for each subject; they become ``{0} {1}`` templates.
+"""Mining prompts (paper 000, §3.2): one LLM-written set of backgrounds, poses and outfits per class.
 
-The contract: one request per (subject, round) asking for ``{"prompts": [...]}`` with exactly
-``num_prompts`` different prompts, each naming the subject's class word. The JSON parsing, schema
-reasons and backends are the S3 builder's (``core.llm_json``); what counts as a valid prompt is
-decided here: plain characters only and the class word present (``missing-category`` otherwise).
+The paper gives an LLM a few exemplar prompts holding subject-irrelevant elements, takes new sentences
+in the same format and templates them for every input subject. Here: one request per class word (all
+dogs share one set, all backpacks another), seeded by the class word alone, so the set does not
+depend on which subjects are in the run; the runner keeps each class's set for the whole run, every
+round mines with it. The request shows three exemplars (a background, a pose, an outfit) and asks
+for ``{"prompts": [...]}`` with exactly ``num_prompts`` different prompts in their format, each naming
+the class word. Art styles are not asked for: the gold samples must be photos of the subject.
 
-A prompt's first mention of the class word becomes ``{0} {1}`` (identifier + class word, the
-DreamBooth benchmark's placeholders), so ``"a dog on a pier"`` is drawn by the teacher as
-``"a sks dog on a pier"``, scored as ``"a dog on a pier"`` and trained on by the student with its
-own identifier. An invalid answer does not stop the subject: its prompts come from the template
-backend instead and the row records ``source = template-fallback`` with the reason.
+The JSON parsing, schema reasons and backends are the S3 builder's (``core.llm_json``); what counts as
+a valid prompt is decided here: plain characters only and the class word present (``missing-category``
+otherwise). A prompt's first mention of the class word becomes ``{0} {1}`` (identifier + class word,
+the DreamBooth benchmark's placeholders), so ``"a dog on a pier"`` is drawn by the teacher as
+``"a sks dog on a pier"``, scored as ``"a dog on a pier"`` and trained on by the student with its own
+identifier. An invalid answer does not stop the class: its prompts come from the template backend
+instead and the row records ``source = template-fallback`` with the reason.
 """
 
 from __future__ import annotations
@@ -26,40 +31,52 @@ from core.llm_json import InvalidAnswer, check_characters, parse_json
 
 SYSTEM = "You write prompts for a text-to-image model. Reply with a single JSON object and nothing else."
 
-STYLES = (
-    "a photo of",
-    "a close-up photo of",
-    "a wide-angle photo of",
-    "a watercolor painting of",
-    "an oil painting of",
-    "a pencil sketch of",
-    "a 3d render of",
-    "a vintage film photo of",
-)
-CONTEXTS = (
+BACKGROUNDS = (
     "on a wooden pier at dawn",
-    "in a cozy reading nook",
-    "on a mossy rock in a forest",
-    "in a busy market square",
-    "on a windowsill with rain outside",
     "in a field of sunflowers",
-    "on a snowy porch",
-    "next to a campfire at night",
-    "on a sailing boat",
-    "in a library between tall shelves",
-    "on a desert road at sunset",
-    "in a neon-lit alley",
-    "on a picnic blanket in a park",
+    "on a snowy mountain trail",
+    "in a busy market square",
+    "on a sandy beach at sunset",
+    "in a cozy living room",
+    "on a mossy rock in a forest",
     "in front of a waterfall",
-    "on a kitchen counter with fresh bread",
+    "on a city sidewalk at night",
     "in a greenhouse full of plants",
-    "on the steps of an old cathedral",
+    "on a kitchen counter with fresh bread",
     "under a cherry blossom tree",
     "on a frozen lake",
-    "in a tiny spaceship cockpit",
+    "in a library between tall shelves",
+    "on a desert road",
+    "on a picnic blanket in a park",
+    "on the steps of an old cathedral",
+    "in a wheat field",
+    "on a cobblestone street",
+    "next to a campfire",
 )
-"""The template backend's material: style x context gives up to 160 prompts (never the benchmark's
-evaluation prompts, so a student is not trained on what it is evaluated on)."""
+POSES = (
+    "seen from the side",
+    "seen from above",
+    "seen from below",
+    "in a close-up",
+    "far away",
+    "turned to the left",
+)
+OUTFITS = (
+    "wearing a red scarf",
+    "wearing a tiny party hat",
+    "wearing sunglasses",
+    "with a flower crown",
+    "wrapped in a blue ribbon",
+    "with a bow tie",
+)
+"""The template backend's material: background x (pose or outfit) gives 240 prompts, all photos and
+none a DreamBooth evaluation prompt (a student is not trained on what it is evaluated on)."""
+EXEMPLARS = (
+    "a {word} on a wooden pier at dawn",
+    "a {word} seen from above in a field of sunflowers",
+    "a {word} wearing a red scarf on a snowy mountain trail",
+)
+"""What the LLM is shown: one background, one pose, one outfit, in the format the answer must keep."""
 
 
 @dataclass(frozen=True)
@@ -69,15 +86,18 @@ class MinedPrompt:
     text: str  # without the identifier: what the image is scored against
 
 
-def request_seed(seed: int, subject: str, round_: int) -> int:
-    digest = hashlib.sha256(f"{seed}:selfdistill:{subject}:{round_}".encode()).digest()
+def request_seed(seed: int, class_word: str) -> int:
+    digest = hashlib.sha256(f"{seed}:selfdistill:{class_word}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def user_prompt(class_word: str, cfg: PromptWriterSection) -> str:
+    examples = "\n".join(f"- {e.format(word=class_word)}" for e in EXEMPLARS)
     return (
-        f"Write {cfg.num_prompts} different prompts for a text-to-image model. Each shows one particular "
-        f"{class_word} in a different place, situation or art style. Every prompt contains the word "
+        f"Prompts for a text-to-image model, each a photo of one {class_word} in a different setting:\n"
+        f"{examples}\n"
+        f"Write {cfg.num_prompts} new prompts in the same format. Each shows the {class_word} with a "
+        "different background, pose or outfit; photos only, no art styles. Every prompt contains the word "
         f'"{class_word}" and has at most {cfg.max_prompt_chars} characters.\n'
         'Reply as JSON: {"prompts": ["...", "..."]}'
     )
@@ -101,24 +121,15 @@ def answer_schema(cfg: PromptWriterSection) -> dict:
     }
 
 
-def requests(subjects: list[tuple[str, str]], round_: int, seed: int, cfg: PromptWriterSection) -> list[dict]:
-    """One request per ``(subject name, class word)``: ``subject, class_word, round, seed, prompt``."""
-    return [
-        {
-            "subject": name,
-            "class_word": word,
-            "round": round_,
-            "seed": request_seed(seed, name, round_),
-            "prompt": user_prompt(word, cfg),
-        }
-        for name, word in subjects
-    ]
+def requests(class_words: list[str], seed: int, cfg: PromptWriterSection) -> list[dict]:
+    """One request per class word: ``class_word, seed, prompt``."""
+    return [{"class_word": w, "seed": request_seed(seed, w), "prompt": user_prompt(w, cfg)} for w in class_words]
 
 
 def template_answer(request: dict, cfg: PromptWriterSection) -> str:
-    """A valid answer drawn from ``STYLES`` x ``CONTEXTS`` with the request's seed (no model)."""
+    """A valid answer drawn from backgrounds x (poses + outfits) with the request's seed (no model)."""
     word = request["class_word"]
-    candidates = [f"{style} a {word} {context}" for context in CONTEXTS for style in STYLES]
+    candidates = [f"a {word} {element} {where}" for where in BACKGROUNDS for element in POSES + OUTFITS]
     candidates = [c for c in candidates if len(c) <= cfg.max_prompt_chars]
     if cfg.num_prompts > len(candidates):
         raise ValueError(
@@ -152,11 +163,10 @@ def parse_prompts(answer: str | None, class_word: str, cfg: PromptWriterSection)
 
 
 def resolve(request: dict, answer: str | None, error: str | None, backend: str, cfg: PromptWriterSection) -> dict:
-    """A request with its answer (or the backend's error) → the subject's prompts, falling back to the
+    """A request with its answer (or the backend's error) → the class's prompts, falling back to the
     template backend, with the reason recorded, when the answer is invalid."""
     out = {
-        "subject": request["subject"],
-        "round": request["round"],
+        "class_word": request["class_word"],
         "answer": answer or "",
         "reason": "",
         "details": "",

@@ -1,7 +1,7 @@
 """Driver side of self-distillation: teacher → mining prompts → mining + scoring → gold → student, per round.
 
 Each phase is one job over all subjects (a barrier between phases): the teachers train concurrently
-as DreamBooth runs of the fine-tuning runner, the LLM writes every subject's prompts, one Ray Data job
+as DreamBooth runs of the fine-tuning runner, the LLM writes every class's prompts, one Ray Data job
 draws and scores every sample, and the students train concurrently through the same runner with their
 gold samples as extra instance images (method ``selfdistill``). Round r's student is round r+1's teacher.
 
@@ -27,15 +27,24 @@ from core.config import S3JediConfig, config_hash
 from core.logs import get_logger
 from core.ray_runtime import init_ray
 from core.s3.writer import write_bytes
+from core.subject_pipeline import published, store_location
 from core.subjects import SubjectNotFoundError, SubjectStore
-from training.finetune.export import published, store_location
+from core.subjects import make_subject_id as subject_id
 from training.finetune.runner import finetune
-from training.finetune.subjects import SubjectDataError, discover, image_paths, load_subject, subject_id
+from training.finetune.subjects import discover, load_subject
 from training.selfdistill import prompts as mining_prompts
 from training.selfdistill.gold import select_gold
 from training.selfdistill.mining import MiningPlan, mine
-from training.selfdistill.records import RoundSummary, gold_path, read_summary, write_round
+from training.selfdistill.records import (
+    RoundSummary,
+    gold_path,
+    read_class_prompts,
+    read_summary,
+    write_class_prompts,
+    write_round,
+)
 from training.selfdistill.writers import write_prompts
+from training.shell.images import SubjectDataError, image_paths
 
 log = get_logger("selfdistill")
 
@@ -105,9 +114,9 @@ def decisive_settings(cfg: S3JediConfig) -> dict:
         mode="json", include={"resolution", "batch_size", "flip", "dreambooth", "class_images"}
     )
     ft["class_images"] = {k: ft["class_images"][k] for k in ("prompt", "steps", "guidance_scale")}
-    roles = ("sd", "clip", "dino", "detector", "segmenter") + (
-        ("llm",) if sd["prompts"]["backend"] != "template" else ()
-    )
+    roles = ("sd", "clip", "dino", "detector", "segmenter")
+    roles += ("negclip",) if cfg.selfdistill.scoring.negclip else ()
+    roles += ("llm",) if sd["prompts"]["backend"] != "template" else ()
     models = {role: getattr(cfg.models, role) for role in roles}
     return {"seed": cfg.seed, "models": models, "finetune": ft, "selfdistill": sd}
 
@@ -147,12 +156,18 @@ def _at(tree: dict, dotted: str):
 
 
 def phase_config(cfg: S3JediConfig, run_name: str, id_template: str, steps: int | None = None) -> S3JediConfig:
-    """The config a fine-tuning phase runs with: its runs under the self-distillation run, its own ids."""
+    """The config a fine-tuning phase runs with: its runs under the self-distillation run, its own ids,
+    and what the paper fixes for teacher and student alike (§3.1, §3.3): the UNet tuning, the learning
+    rate and the photos' prompt."""
+    sd = cfg.selfdistill
     data = cfg.model_dump(mode="json")
     data["finetune"]["run"].update(storage_path=run_root(cfg), name=run_name)
     data["finetune"]["subject_id"] = id_template
+    dreambooth = data["finetune"]["dreambooth"]
+    dreambooth.update(unet=sd.unet.model_dump(), prompt_template=sd.instance_prompt)
+    dreambooth["train"]["optim"]["lr"] = sd.lr
     if steps is not None:
-        data["finetune"]["dreambooth"]["train"]["steps"] = steps
+        dreambooth["train"]["steps"] = steps
     return S3JediConfig.model_validate(data)
 
 
@@ -235,6 +250,17 @@ def _finite(value: float) -> float | None:
     return None if np.isnan(value) else value
 
 
+def class_prompts(cfg: S3JediConfig, class_words: list[str]) -> dict[str, dict]:
+    """Every class's mining prompts: kept from earlier in the run, or written now (one request per class)."""
+    root = run_root(cfg)
+    found = {w: row for w in class_words if (row := read_class_prompts(root, w)) is not None}
+    todo = [w for w in class_words if w not in found]
+    if todo:
+        for row in write_prompts(cfg, mining_prompts.requests(todo, cfg.seed, cfg.selfdistill.prompts)):
+            found[row["class_word"]] = write_class_prompts(root, row)
+    return found
+
+
 def mine_round(
     cfg: S3JediConfig,
     round_: int,
@@ -250,12 +276,14 @@ def mine_round(
     if not todo:
         return summaries
     start = time.perf_counter()
-    reqs = mining_prompts.requests([(n, reports[n].class_word) for n in todo], round_, cfg.seed, sd.prompts)
-    resolved = {row["subject"]: row for row in write_prompts(cfg, reqs)}
+    by_class = class_prompts(cfg, sorted({reports[n].class_word for n in todo}))
+    resolved = {n: by_class[reports[n].class_word] for n in todo}
     prompt_seconds = (time.perf_counter() - start) / len(todo)
     plans = [
         MiningPlan(n, reports[n].class_word, round_, teacher_of[n], resolved[n]["prompts"], photos[n]) for n in todo
     ]
+    minimum = {sd.gold.image_metric: sd.conflict.min_identity, sd.gold.text_metric: sd.conflict.min_text}
+    gold_prompt = sd.instance_prompt if sd.student.gold_prompt == "instance" else None
     log.info(
         "mining",
         round=round_,
@@ -269,7 +297,10 @@ def mine_round(
             samples[sd.gold.image_metric].to_numpy(zero_copy_only=False),
             samples[sd.gold.text_metric].to_numpy(zero_copy_only=False),
             samples["prompt_id"].to_numpy(),
+            samples["sample"].to_numpy(),
             sd.gold.top_percent,
+            sd.conflict.min_identity,
+            sd.conflict.min_text,
         )
         summary = RoundSummary(
             subject=name,
@@ -279,10 +310,12 @@ def mine_round(
             prompts_reason=resolved[name]["reason"],
             samples=samples.num_rows,
             gold=selection.count,
+            keep=selection.keep,
             image_threshold=_finite(selection.image_threshold),
             text_threshold=_finite(selection.text_threshold),
             conflict_rate=selection.conflict_rate,
-            conflicted_prompts=selection.conflicted_prompts,
+            conflicts=int(selection.conflicted.sum()),
+            conflict_minimum=minimum,
             seconds={
                 "prompts": round(prompt_seconds, 3),
                 "generation": round(float(np.sum(samples["generation_s"].to_numpy())), 3),
@@ -290,11 +323,18 @@ def mine_round(
             },
             config_hash=config_hash(cfg),
         )
-        summaries[name] = write_round(root, resolved[name], samples, selection, summary)
+        summaries[name] = write_round(root, resolved[name], samples, selection, summary, gold_prompt)
         if summary.gold == 0:
             log.warning("no gold samples: the student learns from the photos only", subject=name, round=round_)
         else:
-            log.info("gold", subject=name, round=round_, gold=summary.gold, conflict_rate=summary.conflict_rate)
+            log.info(
+                "gold",
+                subject=name,
+                round=round_,
+                gold=summary.gold,
+                samples=summary.samples,
+                conflict_rate=summary.conflict_rate,
+            )
     return summaries
 
 
@@ -343,6 +383,8 @@ def selfdistill(cfg: S3JediConfig, subjects: str) -> SelfDistillReport:
     sd, root = cfg.selfdistill, run_root(cfg)
     if sd.prompts.backend != "template":
         zoo.resolve("llm", cfg.models.llm, cfg.home)  # a missing LLM fails here, before any training
+    if sd.scoring.negclip:
+        zoo.resolve("negclip", cfg.models.negclip, cfg.home)  # so does a missing NegCLIP checkpoint
     reports, folders, photos = {}, {}, {}
     for spec in discover(subjects, cfg.finetune):
         rep = reports[spec.name] = SubjectReport(spec.name, spec.class_word)

@@ -2,7 +2,7 @@
 
 The LLM backends run as Ray Data jobs like the S3 builder's stage 1 (``core.llm_json`` holds the
 shared runners), so a production LLM gets its GPU from the cluster, not from the driver. Requests are
-few (one per subject and round), answers are parsed on the driver (``prompts.resolve``).
+few (one per class word), answers are parsed on the driver (``prompts.resolve``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from core.logs import get_logger
 from training.selfdistill.prompts import SYSTEM, answer_schema, resolve, template_answer
 
 log = get_logger("selfdistill.prompts")
-REQUEST_KEYS = ("subject", "round", "seed")
+REQUEST_KEYS = ("class_word", "seed")
 
 
 class PromptWriter:
@@ -66,7 +66,7 @@ def _answers_on_ray(cfg: S3JediConfig, reqs: list[dict]) -> dict[str, tuple[str 
     answers = {}
     for row in ds.take_all():
         error = row.get("error") or row.get("__inference_error__") or None
-        answers[str(row["subject"])] = (row.get("answer"), error)
+        answers[str(row["class_word"])] = (row.get("answer"), error)
     return answers
 
 
@@ -74,14 +74,16 @@ def write_prompts(cfg: S3JediConfig, reqs: list[dict]) -> list[dict]:
     """Every request's prompts (``prompts.resolve`` rows), in request order."""
     p = cfg.selfdistill.prompts
     if p.backend == "template":
-        answers = {r["subject"]: (template_answer(r, p), None) for r in reqs}
+        answers = {r["class_word"]: (template_answer(r, p), None) for r in reqs}
     else:
         answers = _answers_on_ray(cfg, reqs)
-    missing = [r["subject"] for r in reqs if r["subject"] not in answers]
+    missing = [r["class_word"] for r in reqs if r["class_word"] not in answers]
     if missing:
         raise RuntimeError(f"selfdistill prompts: {len(missing)} requests came back without an answer ({missing[0]})")
-    resolved = [resolve(r, *answers[r["subject"]], p.backend, p) for r in reqs]
+    resolved = [resolve(r, *answers[r["class_word"]], p.backend, p) for r in reqs]
     for row in resolved:
         if row["reason"]:
-            log.warning("invalid LLM answer, using template prompts", subject=row["subject"], reason=row["reason"])
+            log.warning(
+                "invalid LLM answer, using template prompts", class_word=row["class_word"], reason=row["reason"]
+            )
     return resolved

@@ -1,4 +1,4 @@
-"""Ray Train wiring from the config: scaling, run storage, checkpoint retention, failure handling."""
+"""Ray Train wiring from the config: scaling, run storage, checkpoint retention."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from core import storage
 from core.config.training import RunSection, ScalingSection
+from core.logs import ray_log_level
 from core.paths import s3jedi_home
 
 
@@ -24,14 +25,23 @@ def scaling_config(cfg: ScalingSection):
 
 
 def run_config(cfg: RunSection):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    """Worker failures are not retried by Ray Train: ``trainer.fit`` tells those worth a restart from
+    those that cannot succeed (``run.max_failures`` restarts)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
 
     return RunConfig(
         name=cfg.name,
         storage_path=storage.resolve(cfg.storage_path),
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
-        failure_config=FailureConfig(max_failures=cfg.max_failures),
+        failure_config=FailureConfig(max_failures=0),
+        logging_config=LoggingConfig(log_level=ray_log_level()),
     )
+
+
+def nested_run(cfg: RunSection, name: str) -> RunSection:
+    """A run of its own under ``cfg``'s run directory (``<storage>/<run name>/<name>``): one per subject
+    or scene of a command."""
+    return cfg.model_copy(update={"name": name, "storage_path": storage.join(cfg.storage_path, cfg.name)})
 
 
 def run_dir(cfg: RunSection) -> str:

@@ -1,6 +1,6 @@
 """The parts of a Stable Diffusion model a trainer holds, and the operations every trainer needs.
 
-JeDi and the fine-tuning methods train different parts (the widened UNet; tokens, LoRA, UNet or
+JeDi and the fine-tuning recipes train different parts (the widened UNet; tokens, LoRA, UNet or
 text encoder) but encode text and images and define the regression target the same way.
 """
 
@@ -11,8 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core import zoo
+from core.config import S3JediConfig
 from core.jedi.objective import training_target
 from core.text_encoding import encode_prompts, token_ids
+
+
+def sample_posterior(mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Latents drawn from a VAE posterior with the step's own (CPU) generator."""
+    return mean + std * torch.randn(mean.shape, generator=g).to(mean.device)
 
 
 @dataclass
@@ -48,3 +55,43 @@ class SDParts:
     def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """What the UNet regresses under the scheduler's ``prediction_type``."""
         return training_target(self.noise_scheduler, latents, noise, timesteps)
+
+    def sd_pipeline(self):
+        """A Stable Diffusion sampling pipeline around the (possibly trained) parts, sharing their weights."""
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=DDIMScheduler.from_config(self.sampling_scheduler_config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+def load_base(cfg: S3JediConfig, device: torch.device) -> SDParts:
+    """The parts of the base model ``models.sd`` (Stable Diffusion 1.x/2.x), all frozen; what becomes
+    trainable is the recipe's decision."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    pipe = zoo.load("sd", cfg.models.sd, home=cfg.home)
+    if not isinstance(pipe, StableDiffusionPipeline):
+        raise ValueError(
+            f"models.sd: fine-tuning supports Stable Diffusion 1.x/2.x pipelines, got {type(pipe).__name__}"
+        )
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        part.requires_grad_(False).to(device)
+    pipe.vae.eval()
+    return SDParts(
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+        sampling_scheduler_config=dict(pipe.scheduler.config),
+    )

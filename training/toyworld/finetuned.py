@@ -13,8 +13,8 @@
   same renders (what the runner validates and what a reader of the run sees).
 - **Training.** ``training.finetune.runner.finetune``, once per method (the captions depend on the
   method's template), every subject of a method concurrently (``finetune.concurrency``).
-- **Sampling.** ``training.finetune.sample`` (with CoRe's test-time optimization for CoRe), one
-  image per request with the request's own seed.
+- **Sampling.** The subject contract (``core.subject_pipeline``: with the method's inference step,
+  e.g. CoRe's test-time optimization), one image per request with the request's own seed.
 
 The work directory is keyed by a hash of everything that decides the subjects, so rerunning the
 experiment with the same settings reuses the finished runs, and changed settings train afresh.
@@ -31,19 +31,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 from PIL import Image
 
 from core import storage, zoo
 from core.config import S3JediConfig
 from core.jedi.plain import plain_pipeline
 from core.logs import get_logger
+from core.methods import method_plan
 from core.s3 import encode_image, write_table
+from core.subject_pipeline import SubjectPipeline, locate
 from core.toyworld.dataset import item_rng
 from core.toyworld.render import random_layout, render
 from core.toyworld.world import GENERIC_WORD, SCENES, Subject
-from training.finetune.methods import method_plan
 from training.finetune.runner import finetune
-from training.finetune.sample import draw, subject_pipeline
 
 log = get_logger("toyworld.finetune")
 BASE_DIR = "base"
@@ -154,18 +155,17 @@ class FinetunedSubjects:
         subject_id = self.ids[method][subject.slug]
         if subject_id in self.failed:
             raise RuntimeError(f"fine-tuning {subject_id} failed: {self.failed[subject_id]}")
-        pipe, card = subject_pipeline(self.cfg, subject_id)
-        images = draw(
-            self.cfg,
-            pipe,
-            card,
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        loaded = SubjectPipeline.load(locate(self.cfg, subject_id), home=self.cfg.home, device=device)
+        drawing = loaded.draw(
             [self.prompt(method, s) for s in scenes],
             seeds,
+            settings=self.cfg.finetune,
             steps=steps,
             guidance_scale=guidance_scale,
-            side=self.cfg.finetune.resolution,
+            height=self.cfg.finetune.resolution,
         )
-        return [np.asarray(im.convert("RGB")) for im in images]
+        return [np.asarray(im.convert("RGB")) for im in drawing.images]
 
 
 def finetune_subjects(cfg: S3JediConfig, subjects: list[Subject], size: int) -> FinetunedSubjects:

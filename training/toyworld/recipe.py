@@ -34,7 +34,7 @@ from core.config.toyworld import ToyWorldStage
 from core.logs import get_logger
 from core.ray_runtime import init_ray
 from core.toyworld.dataset import SINGLES_DIR, write_dataset
-from training.jedi.loop import EXPORT_META
+from training.jedi.recipe import EXPORT_META
 from training.toyworld.base_model import build_base_pipeline
 
 log = get_logger("toyworld.recipe")
@@ -107,7 +107,7 @@ def _finished(export: Path, steps: int) -> bool:
 def _run_stage(
     cfg: S3JediConfig, stage: ToyWorldStage, run: str, sources: list[dict], paths: Paths, init_from: str | None
 ) -> dict:
-    from training.jedi.trainer import fit
+    from training.jedi.recipe import fit
 
     export = paths.export(run)
     if _finished(export, stage.steps):

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from core.config.toyworld import ToyWorldModelSection
 from core.logs import get_logger
+from core.progress import Progress
 from core.toyworld.dataset import item_rng
 from core.toyworld.render import random_layout, render
 from core.toyworld.world import SCENES, training_subjects
@@ -69,7 +69,7 @@ def fit_vae(model: ToyWorldModelSection, size: int, seed: int):
     vae = build_vae(model, size)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=model.vae_lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, model.vae_steps)
-    bar = tqdm(range(model.vae_steps), desc="fit VAE", unit="step")
+    bar = Progress(range(model.vae_steps), desc="fit VAE", unit="step")
     for step in bar:
         pixels = render_batch(seed, step, model.vae_batch, size)
         posterior = vae.encode(pixels).latent_dist

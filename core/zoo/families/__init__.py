@@ -1,1 +1,1 @@
-"""One module per library; each defines ``FAMILIES: list[core.zoo.registry.Family]``."""
+"""One module per library; each defines ``FAMILIES: list[core.zoo.family.Family]``."""

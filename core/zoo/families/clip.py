@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from core.zoo.errors import ModelNotFoundError, UnsafeWeightsError
-from core.zoo.registry import Family
+from core.zoo.family import Family
 from core.zoo.safety import save_state_dict
 
 PRODUCTION = "hf-hub:timm/vit_base_patch32_clip_224.openai"
@@ -106,12 +106,12 @@ class ClipScorer:
         return int(self.model.visual.output_dim)
 
 
-def build_tiny(out_dir: Path) -> None:
+def build_tiny(out_dir: Path, seed: int = SEED) -> None:
     """Write a randomly initialised 2-layer CLIP (32 px images, 32-dim) in open_clip's local-dir format."""
     import open_clip
 
     out_dir = Path(out_dir)
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     model = open_clip.CLIP(**copy.deepcopy(TINY_MODEL_CFG))
     config = {"model_cfg": TINY_MODEL_CFG, "preprocess_cfg": TINY_PREPROCESS_CFG}
     (out_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from core.zoo.registry import Family
+from core.zoo.family import Family
 
 PRODUCTION = "ShilongLiu/GroundingDINO"
 PRODUCTION_FILE = "groundingdino_swint_ogc.pth"

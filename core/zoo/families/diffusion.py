@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from core.zoo.clip_bpe import EOS, write_clip_tokenizer
-from core.zoo.registry import Family
+from core.zoo.family import Family
 from core.zoo.safety import refuse_pickle_only_dir
 
 SEED = 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from core.zoo.registry import Family
+from core.zoo.family import Family
 from core.zoo.safety import refuse_pickle_only_dir
 
 PRODUCTION = "facebook/dino-vits16"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.zoo.families.diffusion import SEED, build_tiny_sd
-from core.zoo.registry import Family
+from core.zoo.family import Family
 from core.zoo.safety import refuse_pickle_only_dir
 
 MAX_SET_SIZE = 4

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.zoo.registry import Family
+from core.zoo.family import Family
 
 PRODUCTION = "ybelkada/segment-anything"
 PRODUCTION_FILE = "checkpoints/sam_vit_h_4b8939.pth"

@@ -1,0 +1,21 @@
+"""Two-stage adjective-token method: stage 1 learns an adjective-like token ("<rare>", from "rare") for
+"a photo of <rare> [class]"; stage 2 fine-tunes the UNet on the same prompt with the token and the
+text encoder frozen and no prior preservation (the class noun keeps the prior)."""
+
+from __future__ import annotations
+
+from core.config.finetune import FinetuneSection
+from core.methods.plan import TOKENS, UNET, MethodPlan, Stage
+from core.methods.registry import Method, register
+
+
+def plan(settings: FinetuneSection) -> MethodPlan:
+    cfg = settings.two_stage
+    stages = (
+        Stage("token", cfg.stage1.steps, cfg.stage1.optim, frozenset({TOKENS})),
+        Stage("unet", cfg.stage2.steps, cfg.stage2.optim, frozenset({UNET})),
+    )
+    return MethodPlan("two-stage", None, cfg.token, cfg.prompt_template, cfg.unet, stages)
+
+
+register(Method("two-stage", "two-stage TI→UNet", plan))
