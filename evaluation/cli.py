@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
+from core.config.jedi import sampling_overrides
 from evaluation.metric_info import ALL, LABELS
 
 app = typer.Typer(
@@ -64,6 +65,17 @@ def run(
         str | None, typer.Option(help="generator: jedi, base or finetuned (evaluation.generation.method)")
     ] = None,
     refs: Annotated[int | None, typer.Option(help="JeDi reference photos k (evaluation.generation.references)")] = None,
+    guidance: Annotated[
+        str | None,
+        typer.Option(help="JeDi guidance: paper, paper-unknown or decomposed (evaluation.generation.guidance)"),
+    ] = None,
+    image_guidance: Annotated[
+        float | None, typer.Option(help="JeDi image guidance λ (evaluation.generation.image_guidance_scale)")
+    ] = None,
+    joint_targets: Annotated[
+        bool | None,
+        typer.Option(help="JeDi: draw a prompt's images together in shared sets (evaluation.generation.joint_targets)"),
+    ] = None,
     subjects: Annotated[
         list[str] | None, typer.Option(help="subjects, comma-separated or repeated (default: all with photos)")
     ] = None,
@@ -84,8 +96,10 @@ def run(
         return
     from evaluation.job import run_evaluation
 
+    sampling = sampling_overrides("evaluation.generation", guidance, image_guidance, joint_targets)
     cfg = config_from(
-        config, [*_overrides(method, refs, subjects, prompts, samples, benchmark, skip_bad_photos), *(set_ or [])]
+        config,
+        [*_overrides(method, refs, subjects, prompts, samples, benchmark, skip_bad_photos), *sampling, *(set_ or [])],
     )
     try:
         result = run_evaluation(cfg, out)

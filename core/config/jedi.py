@@ -7,6 +7,7 @@ validation as ``JeDiPipeline`` (``core.jedi.guidance``).
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import Field
@@ -30,3 +31,10 @@ class JeDiSampling(Section):
         DEFAULT_JOINT_TARGETS,
         description="draw the images of one reference set as members of shared sets (up to max_set_size - K each)",
     )
+
+
+def sampling_overrides(section: str, guidance: str | None, image_guidance: float | None, joint_targets: bool | None):
+    """``--set`` overrides of a sampler section for the CLI options a user gave (``None``: left to the
+    config), so a bad value fails config validation with the field's name like any other setting."""
+    given = {"guidance": guidance, "image_guidance_scale": image_guidance, "joint_targets": joint_targets}
+    return [f"{section}.{k}={json.dumps(v)}" for k, v in given.items() if v is not None]

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
+from core.config.jedi import sampling_overrides
 from evaluation.toyworld.finetuned import Finetuner
 
 app = typer.Typer(help="ToyWorld experiment: JeDi vs its ablations on novel subjects.", no_args_is_help=True)
@@ -77,8 +78,7 @@ def demo_cmd(
     from core.toyworld.dataset import subject_of
     from evaluation.toyworld.demo import run_demo
 
-    given = {"guidance": guidance, "image_guidance_scale": image_guidance, "joint_targets": joint_targets}
-    extra = [f"toyworld.eval.{k}={json.dumps(v)}" for k, v in given.items() if v is not None]
+    extra = sampling_overrides("toyworld.eval", guidance, image_guidance, joint_targets)
     cfg = config_from(config, [*extra, *(set_ or [])])
     try:
         summary = run_demo(cfg, subject_of(subject) if subject else None, references, out)

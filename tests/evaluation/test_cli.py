@@ -47,6 +47,13 @@ def test_bad_input_is_one_line_naming_the_field(tmp_path):
     assert not (tmp_path / "run.json").exists(), "nothing is written for a run that cannot start"
 
 
+def test_jedi_guidance_options_are_checked_as_config_fields():
+    error = one_line_error(runner.invoke(app, ["eval", "--guidance", "classifier"]))
+    assert "evaluation.generation.guidance" in error and "decomposed" in error
+    error = one_line_error(runner.invoke(app, ["eval", "--image-guidance", "-1"]))
+    assert "evaluation.generation.image_guidance_scale" in error
+
+
 def fake_run(root, scoring: dict, protocol: str = "prompts"):
     """A finished run directory as ``compare`` reads it (scores + run description)."""
     frame = pd.DataFrame(
