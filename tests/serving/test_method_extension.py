@@ -33,7 +33,7 @@ class NormalisedEmbedding:
         return 1
 
     @contextmanager
-    def applied(self, pipe, card, prompt, settings, steps, side, seed) -> Iterator[None]:
+    def applied(self, pipe, card, subject_dir, prompt, settings, steps, seed) -> Iterator[None]:
         weight = pipe.text_encoder.get_input_embeddings().weight
         ids = find_token(pipe.tokenizer, card.tokens[0], weight.device).ids
         trained = weight.detach()[ids].clone()
