@@ -59,8 +59,7 @@ def test_two_trial_experiment_writes_the_report(smoke_recipe, smoke_config):
         "floor",
         "jedi-k1",
         "jedi-k2",
-        "jedi-k2-paper-l1",
-        "jedi-k2-paper-l2",
+        "jedi-k2-paper-l1",  # paper at λ = 2 is the default row jedi-k2: not drawn twice
         "jedi-k2-decomposed-l1",
         "jedi-k2-decomposed-l2",
         "jedi-k2-separate",

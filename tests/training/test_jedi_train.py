@@ -288,3 +288,21 @@ def test_a_source_with_no_usable_set_stops_the_run_with_one_line(ray_local, tmp_
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: data.sources: source source0 (folder "), errors
     assert "no usable set in a whole pass over its 2 sets (2 × UnidentifiedImageError)" in errors[0]
+
+
+def test_skipped_sets_are_counted_by_reason_in_the_run_metrics(ray_local, tmp_path, dreambooth):
+    import shutil
+
+    shutil.copytree(dreambooth / "images" / "dog", tmp_path / "data" / "dog")
+    (tmp_path / "data" / "mug").mkdir()
+    for i in range(2):
+        (tmp_path / "data" / "mug" / f"{i}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    extra = {
+        "train.jedi.data.sources": f"[{{kind: folder, path: {tmp_path / 'data'}}}]",
+        "train.jedi.steps": 3,
+        "train.jedi.run.checkpoint_every": 3,
+    }
+    outcome = fit(load_config("tiny", overrides(tmp_path, dreambooth, "skips", **extra)))
+    assert outcome.metrics["step"] == 3
+    assert outcome.metrics["skipped/source0/UnidentifiedImageError"] >= 1, outcome.metrics
+    assert outcome.metrics["skipped_sets"] == outcome.metrics["skipped/source0/UnidentifiedImageError"]
