@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core import model_cards
 from core.subjects import SubjectCard
-from training.finetune.recipe import SubjectRecipe
+
+if TYPE_CHECKING:
+    from training.finetune.recipe import SubjectRecipe
 
 
 def training_settings(tuner: SubjectRecipe) -> dict[str, object]:
