@@ -121,11 +121,16 @@ def evaluate(cfg: S3JediConfig, out_dir: Path, subject: str) -> dict:
     ev = cfg.model_copy(deep=True)
     ev.evaluation.selection.subjects = [subject]
     result = run_evaluation(ev, out_dir / "eval")
-    overall = next(r for r in result.summary if r["subject"] == "all")
+    protocol = result.summary["protocols"][0]
+    overall = {r["method"]: r["metrics"] for r in protocol["rows"] if r["subject"] == "all"}
     return {
         "report": str(result.report),
         "images": result.planned,
-        **{m: round(e["mean"], 4) for m, e in overall["metrics"].items()},
+        **{
+            f"{method} {m}": round(metrics[m]["mean"], 4)
+            for method, metrics in overall.items()
+            for m in protocol["metrics"]
+        },
     }
 
 
