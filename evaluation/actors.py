@@ -63,6 +63,7 @@ class GenerateBatch:
             generator, subject = self.generator_of(method), self.subjects[name]
             templates = [str(batch["template"][i]) for i in rows]
             group_prompts = [generator.prompt(subject, t) for t in templates]
+            generator.load(subject)
             start = time.perf_counter()
             images = generator.generate(subject, templates, [int(batch["seed"][i]) for i in rows])
             per_image = (time.perf_counter() - start) / len(rows)

@@ -38,6 +38,9 @@ class BaseModelGenerator:
     def inputs(self, subject: SubjectInput) -> list[str]:
         return []
 
+    def load(self, subject: SubjectInput) -> None:
+        self.pipe  # noqa: B018 (the cached property loads the model)
+
     def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
         s = self.settings
         return self.pipe(

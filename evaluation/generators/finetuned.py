@@ -89,13 +89,16 @@ class FinetunedGenerator:
             )
         return []
 
-    def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
+    def load(self, subject: SubjectInput) -> None:
         sid = self.subject_id(subject)
         if self.loaded is None or self.loaded.card.subject_id != sid:
             self.loaded = None  # the previous subject's pipeline goes before the next one loads
             self.loaded = SubjectPipeline.load(
                 self.store.local_dir(sid), home=self.cfg.home, device=self.device, dtype=DTYPES[self.settings.dtype]
             )
+
+    def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
+        self.load(subject)
         s = self.settings
         drawing = self.loaded.draw(
             templates,

@@ -53,6 +53,11 @@ class Generator(Protocol):
         one-line error naming the setting (ValueError), not a failed actor."""
         ...
 
+    def load(self, subject: SubjectInput) -> None:
+        """Load what drawing ``subject`` needs (called before each timed ``generate``, so seconds per
+        image leave model loading out)."""
+        ...
+
     def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
         """One image per (template, seed); image i depends only on templates[i] and seeds[i]."""
         ...

@@ -43,6 +43,9 @@ class JeDiGenerator:
             )
         return [name for name, _ in subject.photos[:k]]
 
+    def load(self, subject: SubjectInput) -> None:
+        self.pipe  # noqa: B018 (the cached property loads the model)
+
     def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
         s = self.settings
         return self.pipe(
