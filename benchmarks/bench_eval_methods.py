@@ -119,28 +119,17 @@ def first_image_flops() -> dict:
 def _plain_loops(cfg, methods: list[str], folder: str) -> float:
     """Each method alone: fine-tune it (``finetune``, one method), then draw and score its cases in this
     process, one call per case."""
-    from evaluation.benchmark import load_benchmark, plan
-    from evaluation.generators import FINETUNING_FREE, make_generator
-    from evaluation.job import subject_inputs
-    from evaluation.scoring import build_suite
+    from benchmarks.bench_evaluation import draw_and_score
+    from evaluation.generators import FINETUNING_FREE
     from training.finetune.runner import finetune
 
     start = time.perf_counter()
-    benchmark = load_benchmark(cfg.evaluation.benchmark)
-    subjects, _ = subject_inputs(benchmark, cfg.evaluation.selection.subjects, False)
-    suite, refs = build_suite(cfg), {}
     for method in methods:
         if method not in FINETUNING_FREE:
             (outcome,) = finetune(cfg, [method], folder).outcomes
             if outcome.status != "done":
                 raise RuntimeError(f"{method}: {outcome.error}")
-        generator = make_generator(cfg, method, store=cfg.finetune.store)
-        for case in plan(benchmark, cfg.evaluation, cfg.seed, [method]):
-            subject = subjects[case.subject]
-            image = generator.generate(subject, [case.template], [case.seed])[0]
-            if case.subject not in refs:
-                refs[case.subject] = suite.references(subject.images(), subject.class_name)
-            suite.score([image], [case.eval_prompt], refs[case.subject])
+        draw_and_score(cfg, method, store=cfg.finetune.store)
     return time.perf_counter() - start
 
 

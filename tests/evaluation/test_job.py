@@ -126,3 +126,22 @@ def test_the_tiny_run_on_gpus_in_half_precision(zoo_home, ray_local, tmp_path):
     result = run_evaluation(tiny_config(*gpu), tmp_path / "gpu")
     frame = pd.read_parquet(result.out_dir / "scores.parquet")
     assert len(frame) == 8 and frame["clip_i"].between(-1, 1).all() and frame["dino"].between(-1, 1).all()
+
+
+@pytest.mark.slow
+def test_every_protocol_in_one_run(zoo_home, ray_local, tmp_path):
+    protocols = "evaluation.protocols=[dreambooth, simple, core, selfdistill]"
+    cfg = tiny_config(protocols, "evaluation.selection.subjects=[dog]", "evaluation.selection.prompts=1")
+    result = run_evaluation(cfg, tmp_path / "all")
+    assert result.planned == 4, "p00 and the simple prompt, 2 seeds each: the protocols share images"
+    frame = pd.read_parquet(result.out_dir / "scores.parquet")
+    assert frame["negclip_t"].between(-1, 1).all() and frame["conflict_rate"].astype(float).isin([0.0, 1.0]).all()
+    by_name = {p["name"]: p for p in result.summary["protocols"]}
+    assert list(by_name) == ["dreambooth", "simple", "core", "selfdistill"]
+    counts = {n: next(r["images"] for r in p["rows"] if r["subject"] == "all") for n, p in by_name.items()}
+    assert counts == {"dreambooth": 2, "simple": 2, "core": 2, "selfdistill": 2}
+    selfdistill = next(r for r in by_name["selfdistill"]["rows"] if r["subject"] == "all")["metrics"]
+    assert set(selfdistill) >= {"mclip_i", "negclip_t", "conflict_rate"}
+    page = render(result.report)
+    assert page["errors"] == [] and "CLIP-MI ↑" in page["text"] and "conflict rate ↓" in page["text"]
+    assert "Protocol simple" in page["text"] and "Published, not measured here: Stable Diffusion 1.5" in page["text"]

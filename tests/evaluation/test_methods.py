@@ -6,20 +6,13 @@ re-trains nor re-scores what was finished; a second run reuses the first one's s
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
 
 from cluster.eval_training import train_subjects
 from evaluation.job import run_evaluation
-from evaluation.store import RunStore
-from tests.conftest import REPO
-from tests.evaluation.conftest import TINY_RUN, render, tiny_config
+from tests.evaluation.conftest import TINY_RUN, kill_at_first_checkpoint, render, tiny_config
 from tests.finetune.conftest import FAST
 
 METHODS = ["jedi", "dreambooth", "ti"]
@@ -37,27 +30,12 @@ CASES = 2 * 3 * 2  # subjects × methods × prompts, one sample each
 @pytest.mark.slow
 def test_three_methods_fine_tune_draw_score_and_resume(zoo_home, ray_local, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "cluster.cli", "eval", "--out", str(out)]
-    for assignment in [*TINY_RUN, *RUN]:
-        args += ["--set", assignment]
-    # Its own session, so the kill takes the driver and the local Ray it started, nothing else.
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    store = RunStore(out)
-    deadline = time.monotonic() + 900
-    try:
-        while not list(store.parts.glob("part-*.parquet")):
-            assert proc.poll() is None, f"the run ended before scoring: {proc.stderr.read().decode()[-3000:]}"
-            assert time.monotonic() < deadline, "no scored image within 900 s"
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    done = kill_at_first_checkpoint(["cluster.cli", "eval"], out, [*TINY_RUN, *RUN], 900)
     trained = json.loads((out / "finetune.json").read_text())
     assert [(o["method"], o["subject"], o["status"]) for o in trained] == [
         (m, s, "done") for m in ("dreambooth", "ti") for s in ("cat", "dog")
     ]
     assert all(o["seconds"] > 0 for o in trained)
-    done = store.done_ids()
     assert 0 < len(done) < CASES, f"the kill must land mid-run, {len(done)} of {CASES} were scored"
 
     cfg = tiny_config(*RUN)
