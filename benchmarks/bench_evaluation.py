@@ -86,25 +86,30 @@ def _scorers_section() -> dict:
     return {"images": N_IMAGES, "per_scorer": results}
 
 
-def _plain_loop(cfg) -> float:
-    """Generate and score the same cases in-process, one generation call per case (the baseline)."""
+def draw_and_score(cfg, method: str, store: str | None = None) -> None:
+    """Draw and score ``method``'s cases of the selection in this process, one call per case (the
+    baseline the Ray Data job is measured against)."""
     from evaluation.benchmark import load_benchmark, plan
     from evaluation.generators import make_generator
     from evaluation.job import subject_inputs
     from evaluation.scoring import build_suite
 
-    start = time.perf_counter()
     benchmark = load_benchmark(cfg.evaluation.benchmark)
-    cases = plan(benchmark, cfg.evaluation.selection, cfg.seed)
-    subjects = subject_inputs(benchmark, sorted({c.subject for c in cases}))
-    generator, suite = make_generator(cfg), build_suite(cfg)
+    cases = plan(benchmark, cfg.evaluation, cfg.seed, [method])
+    subjects, _ = subject_inputs(benchmark, sorted({c.subject for c in cases}), False)
+    generator, suite = make_generator(cfg, method, store=store), build_suite(cfg)
     refs = {}
     for case in cases:
         subject = subjects[case.subject]
-        image = generator.generate(subject, [case.eval_prompt], [case.seed])[0]
+        image = generator.generate(subject, [case.template], [case.seed])[0]
         if case.subject not in refs:
             refs[case.subject] = suite.references(subject.images(), subject.class_name)
         suite.score([image], [case.eval_prompt], refs[case.subject])
+
+
+def _plain_loop(cfg) -> float:
+    start = time.perf_counter()
+    draw_and_score(cfg, "jedi")
     return time.perf_counter() - start
 
 

@@ -3,15 +3,16 @@
 The scene is ``s3jedi multiconcept scene`` (dog and cat photos pasted as ellipses onto a blurred
 backpack photo, 2 images, 64 px: the tiny profile's resolution). Three measurements in one run:
 
-1. **EM**: the tiny profile's phase 1 (``em_steps`` token steps, an E-step every ``estep_every``)
-   through ``run_scene`` (Ray Train local mode), its IoU curve from ``iou.json``.
+1. **EM**: the tiny profile's warm start (``warmup_steps`` unmasked token steps) and phase 1
+   (``em_steps`` token steps, an E-step every ``estep_every``) through ``run_scene`` (Ray Train local
+   mode), its IoU curve from ``iou.json``.
 2. **No-update baseline, paired**: a second tuner that never trains re-estimates the masks at the
    same steps with the same random timesteps and noise (``estimate_masks(step)`` is keyed by the
    step), so EM and baseline differ only in the learned tokens; the ratio EM / baseline is taken at
    every E-step.
-3. **Oracle M-step**: the same token steps trained on the *true* masks (no E-step), then one E-step:
-   how far the attention maps of this model can be pulled onto a concept at all — the ceiling that EM
-   could reach if its own masks were right.
+3. **Ground-truth masks (paper 004's upper bound)**: the same training (warm start, then the token
+   steps) on the *true* masks (no E-step), then one E-step: how far the attention maps of this model
+   can be pulled onto a concept at all — the ceiling that EM could reach if its own masks were right.
 
 The tiny UNet is random, so its attention carries no object knowledge: the numbers measure the
 mechanics on this model, not the method's quality on SD1.4 (that needs a GPU and ``-c sd14``).
@@ -67,15 +68,16 @@ def _config(tmp: Path, lambda_attn: float):
 
 
 def _oracle(cfg, scene, scene_path: str) -> tuple[float, float]:
-    """Token steps on the true masks, then one E-step at the last step: its IoU and the seconds."""
+    """The warm start and the token steps on the true masks, then one E-step at the last step: its IoU
+    and the seconds."""
 
     tuner = _recipe(cfg, scene, scene_path)
     tuner.set_masks(scene.truth)
     start = time.perf_counter()
-    for step in range(1, cfg.multiconcept.em_steps + 1):
-        tuner.step(tuner.batch(step))  # M-steps only: the masks stay the true ones
+    for step in range(1, cfg.multiconcept.em_end + 1):
+        tuner.step(tuner.batch(step))  # no E-step: the masks stay the true ones
     seconds = time.perf_counter() - start
-    return _scene_iou(tuner, tuner.estimate_masks(cfg.multiconcept.em_steps)), seconds
+    return _scene_iou(tuner, tuner.estimate_masks(cfg.multiconcept.em_end)), seconds
 
 
 def _recipe(cfg, scene, scene_path: str):
@@ -92,6 +94,7 @@ def _recipe(cfg, scene, scene_path: str):
 def run() -> dict:
     import torch
 
+    from training.multiconcept.em import estep_due
     from training.multiconcept.scene import load_scene
     from training.multiconcept.synthetic import synthetic_scene
 
@@ -104,7 +107,7 @@ def run() -> dict:
         mc = base_cfg.multiconcept
         scene = load_scene(scene_path, mc)
         frozen = _recipe(base_cfg, scene, scene_path)
-        steps = list(range(0, mc.em_steps + 1, mc.estep_every))
+        steps = [step for step in range(mc.em_end + 1) if estep_due(step, mc)]
         baseline_masks = [frozen.estimate_masks(step) for step in steps]
         baseline = [_scene_iou(frozen, masks) for masks in baseline_masks]
         baseline_per_concept = _per_concept(frozen, baseline_masks[0])
@@ -131,12 +134,13 @@ def run() -> dict:
         print(f"   {step:4d}    {baseline[i]:.3f}     {cells}")
     for lam, r in results.items():
         print(
-            f"   λ={lam}: final EM / no-update {r['final_ratio']:.2f}; oracle M-step on the true masks "
+            f"   λ={lam}: final EM / no-update {r['final_ratio']:.2f}; ground-truth masks (upper bound) "
             f"{r['oracle_iou']:.3f} ({r['oracle_ratio_over_no_update']:.2f}x no-update); "
             f"EM run {r['em_run_s']:.0f} s, oracle {r['oracle_s']:.0f} s"
         )
     return {
         "scene": {"images": 2, "side": 64, "concepts": ["dog", "cat", "background"]},
+        "warmup_steps": mc.warmup_steps,
         "em_steps": mc.em_steps,
         "estep_every": mc.estep_every,
         "estep_timesteps": mc.estep_timesteps,

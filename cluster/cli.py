@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cluster import manifests, submit, toyworld_cli, zoo_cli
+from cluster import eval_training, manifests, submit, toyworld_cli, zoo_cli
 from core.cli_options import USER_ERRORS, ConfigOpt, SetOpt, config_from, fail
 from core.config import to_yaml
 from core.logs import VERBOSE_ENV, quiet_libraries
@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(zoo_cli.app, name="zoo")
 app.add_typer(datagen_cli.app, name="datagen")
-app.add_typer(evaluation_cli.app, name="eval")
+app.add_typer(evaluation_cli.make_app(eval_training.train_subjects), name="eval")
 app.add_typer(training_cli.app, name="train")
 app.add_typer(finetune_cli.app, name="finetune")
 app.add_typer(selfdistill_cli.app, name="selfdistill")

@@ -113,17 +113,29 @@ def finetune_subject(cfg: S3JediConfig, out_dir: Path, references: Path, steps: 
     return {"subject_id": outcome.subject_id, "published": outcome.published, "image": str(path)}
 
 
-def evaluate(cfg: S3JediConfig, out_dir: Path, subject: str) -> dict:
+def evaluate(cfg: S3JediConfig, out_dir: Path, subject: str, steps: int) -> dict:
+    """JeDi against Textual Inversion (fine-tuned on the subject's benchmark photos in the run) on the
+    DreamBooth protocol."""
+    from cluster.eval_training import train_subjects
     from evaluation.job import run_evaluation
 
     ev = cfg.model_copy(deep=True)
+    ev.evaluation.methods = ["jedi", "ti"]
     ev.evaluation.selection.subjects = [subject]
-    result = run_evaluation(ev, out_dir / "eval")
-    overall = next(r for r in result.summary if r["subject"] == "all")
+    ev.finetune.ti.train.steps = steps
+    ev.finetune.scaling.cpus_per_worker = 0.5
+    result = run_evaluation(ev, out_dir / "eval", train_subjects)
+    protocol = result.summary["protocols"][0]
+    overall = {r["method"]: r["metrics"] for r in protocol["rows"] if r["subject"] == "all"}
     return {
         "report": str(result.report),
         "images": result.planned,
-        **{m: round(e["mean"], 4) for m, e in overall["metrics"].items()},
+        **{
+            f"{method} {m}": round(metrics[m]["mean"], 4)
+            for method, metrics in overall.items()
+            for m in ("clip_t", "clip_i")
+        },
+        "ti first image s": round(result.summary["costs"]["ti"]["first_image_s"] or 0.0, 1),
     }
 
 
@@ -146,7 +158,7 @@ STEPS = (
     "JeDi training",
     "personalize (trained JeDi)",
     "fine-tune (Textual Inversion)",
-    "evaluate (DreamBooth protocol)",
+    "evaluate (JeDi vs Textual Inversion, DreamBooth protocol)",
     "serve (HTTP personalize)",
     "ToyWorld personalization (shipped checkpoints)",
 )
@@ -178,7 +190,7 @@ def run_demo(cfg: S3JediConfig, out_dir: Path, references: Path, train_steps: in
         cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"jedi": trained["export"]})})
         step(STEPS[3], lambda: personalize(cfg, references, out_dir))
         step(STEPS[4], lambda: finetune_subject(cfg, out_dir, references, max(2, train_steps // 2)))
-        step(STEPS[5], lambda: evaluate(cfg, out_dir, EVAL_SUBJECT))
+        step(STEPS[5], lambda: evaluate(cfg, out_dir, EVAL_SUBJECT, max(2, train_steps // 2)))
         step(STEPS[6], lambda: serve(cfg, references, out_dir))
         step(STEPS[7], lambda: toyworld(cfg, out_dir))
 

@@ -53,7 +53,13 @@ KINDS = {
             None,
             "Fine-tune subjects: python -m training finetune (pass --subjects/--method after --).",
         ),
-        JobKind("eval", "evaluation", (), "evaluations", "Run the DreamBooth benchmark: python -m evaluation."),
+        JobKind(
+            "eval",
+            "cluster.cli",
+            ("eval",),
+            "evaluations",
+            "Compare methods on the DreamBooth benchmark (fine-tunes them): python -m cluster.cli eval.",
+        ),
         JobKind(
             "selfdistill",
             "training",

@@ -62,6 +62,8 @@ class SubjectPipeline:
 
     pipe: Any
     card: SubjectCard
+    directory: Path
+    """Where the subject's files are (a method's inference step may read more than the weights)."""
 
     @classmethod
     def load(
@@ -76,7 +78,7 @@ class SubjectPipeline:
             base = zoo.load("sd", card.base_model, home=home, device=device, dtype=dtype)
         pipe = apply_subject(base, subject_dir)
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe, card)
+        return cls(pipe, card, Path(subject_dir))
 
     def draw(
         self,
@@ -120,7 +122,7 @@ class SubjectPipeline:
         images: list = [None] * len(prompts)
         for prompt, rows in groups:
             adapted = (
-                inference.applied(self.pipe, self.card, prompt, settings, runs, height, seeds[rows[0]])
+                inference.applied(self.pipe, self.card, self.directory, prompt, settings, runs, seeds[rows[0]])
                 if prompt is not None
                 else nullcontext()
             )

@@ -15,6 +15,8 @@ A **store** is a directory, or a pyarrow filesystem URI (``s3://bucket/subjects`
         card.json                          # SubjectCard, written LAST
         pytorch_lora_weights.safetensors   # weights.lora: diffusers LoRA (save_lora_weights)
         learned_embeds.safetensors         # weights.embeddings: {token: (n_vectors, dim) or (dim,)}
+        instance_latents.safetensors       # weights.instance_latents: {"mean", "std"}: (N, C, h, w) VAE
+                                           #   posterior of the training photos (CoRe's test-time optimization)
         unet/                              # weights.unet: a diffusers UNet2DConditionModel directory
           config.json
           diffusion_pytorch_model.safetensors
@@ -49,7 +51,9 @@ The card (``SubjectCard``, format version 1)
     class word — the DreamBooth benchmark's own placeholder convention (``"a photo of {0} {1}"``).
     ``render_prompt`` fills any prompt written with these placeholders.
 ``weights``
-    which of ``lora``/``embeddings``/``unet``/``text_encoder`` are present; the file names are fixed by the format.
+    which of ``lora``/``embeddings``/``unet``/``text_encoder``/``instance_latents`` are present; the file
+    names are fixed by the format. ``instance_latents`` is not a weight ``apply_subject`` loads: a method's
+    inference step reads it.
 ``steps``, ``metrics``, ``created``
     training steps, final metrics (name → number), creation time (UTC).
 
@@ -78,6 +82,7 @@ FORMAT_VERSION = 1
 CARD_NAME = "card.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 EMBEDDINGS_FILE = "learned_embeds.safetensors"
+INSTANCE_LATENTS_FILE = "instance_latents.safetensors"
 UNET_DIR = "unet"
 TEXT_ENCODER_DIR = "text_encoder"
 SUBJECT_ID_MAX_LENGTH = 64
@@ -125,10 +130,13 @@ class SubjectWeights(BaseModel):
     text_encoder: Literal["text_encoder"] | None = Field(
         None, description="a full transformers text encoder directory (same class as the base model's)"
     )
+    instance_latents: Literal["instance_latents.safetensors"] | None = Field(
+        None, description="VAE posterior (mean, std) of the training photos, for a method's inference step"
+    )
 
     @model_validator(mode="after")
     def _at_least_one(self) -> SubjectWeights:
-        if not self.present():
+        if not set(self.present()) - {"instance_latents"}:
             raise ValueError("weights: at least one of lora, embeddings, unet, text_encoder is required")
         return self
 
@@ -231,7 +239,9 @@ def read_card(subject_dir: Path) -> SubjectCard:
 
 def _check_weight_files(subject_dir: Path, card: SubjectCard) -> None:
     w = card.weights
-    missing = [name for name in (w.lora, w.embeddings) if name and not (subject_dir / name).is_file()]
+    missing = [
+        name for name in (w.lora, w.embeddings, w.instance_latents) if name and not (subject_dir / name).is_file()
+    ]
     if w.unet and not (subject_dir / UNET_DIR / "diffusion_pytorch_model.safetensors").is_file():
         missing.append(f"{UNET_DIR}/diffusion_pytorch_model.safetensors")
     if w.text_encoder and not (subject_dir / TEXT_ENCODER_DIR / "model.safetensors").is_file():

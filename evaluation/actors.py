@@ -1,9 +1,10 @@
 """The two Ray Data actor pools of a benchmark run: generation, then scoring.
 
-Each actor loads its models once in ``__init__`` and is then called on batches of cases (numpy
-column dicts). Generated images travel to the scorers and to the driver as PNG bytes, so no stage
-needs a disk shared with the others. Rows of a batch may belong to different subjects; both actors
-work subject by subject within the batch.
+Each actor loads its models once and is then called on batches of cases (numpy column dicts).
+Generated images travel to the scorers and to the driver as PNG bytes, so no stage needs a disk
+shared with the others. Rows of a batch may belong to different methods and subjects; both actors
+work group by group within the batch. Cases arrive sorted by method, so a generation actor holds one
+method's models at a time and swaps them when the next method's cases start.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from PIL import Image
 from core.config import S3JediConfig
 from core.logs import get_logger
 from core.metrics.suite import ReferenceFeatures
-from evaluation.generators import SubjectInput, make_generator
-from evaluation.scoring import build_suite
+from evaluation.generators import Generator, SubjectInput, make_generator
+from evaluation.scoring import build_suite, conflict_flags
 
 log = get_logger("evaluation.actors")
 
 
-def _by_subject(subjects: np.ndarray) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, name in enumerate(subjects):
-        groups[str(name)].append(i)
+def _groups(*columns: np.ndarray) -> dict[tuple[str, ...], list[int]]:
+    """Row indices by the values of ``columns`` (in order of first appearance)."""
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, key in enumerate(zip(*columns, strict=True)):
+        groups[tuple(str(k) for k in key)].append(i)
     return groups
 
 
@@ -38,24 +40,34 @@ def _device(gpus: float) -> str:
 
 class GenerateBatch:
     """Generation actor: adds ``prompt``, ``inputs`` (comma-separated names of the photos the generator
-    conditioned on), ``image_png`` and ``generation_s`` (seconds per image of its call) to each case."""
+    conditioned on), ``image_png`` and ``generation_s`` (seconds per image of its call, the method's
+    inference step included) to each case.
 
-    def __init__(self, cfg: S3JediConfig, subjects: dict[str, SubjectInput]):
-        self.cfg = cfg
-        self.generator = make_generator(cfg, _device(cfg.evaluation.compute.gpus_per_generator))
-        self.subjects = subjects
+    ``store``: where the run fine-tuned its subjects (the fine-tuning methods' generators draw from it)."""
+
+    def __init__(self, cfg: S3JediConfig, subjects: dict[str, SubjectInput], store: str | None):
+        self.cfg, self.subjects, self.store = cfg, subjects, store
+        self.device = _device(cfg.evaluation.compute.gpus_per_generator)
+        self.generator: Generator | None = None
+
+    def generator_of(self, method: str) -> Generator:
+        if self.generator is None or self.generator.method != method:
+            self.generator = None  # the previous method's models go before the next one's load
+            self.generator = make_generator(self.cfg, method, self.device, self.store)
+        return self.generator
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])
         prompts, inputs, pngs, seconds = [""] * n, [""] * n, [b""] * n, np.zeros(n)
-        for name, rows in _by_subject(batch["subject"]).items():
-            subject = self.subjects[name]
+        for (method, name), rows in _groups(batch["method"], batch["subject"]).items():
+            generator, subject = self.generator_of(method), self.subjects[name]
             templates = [str(batch["template"][i]) for i in rows]
-            group_prompts = [self.generator.prompt(subject, t) for t in templates]
+            group_prompts = [generator.prompt(subject, t) for t in templates]
+            generator.load(subject)
             start = time.perf_counter()
-            images = self.generator.generate(subject, templates, [int(batch["seed"][i]) for i in rows])
+            images = generator.generate(subject, templates, [int(batch["seed"][i]) for i in rows])
             per_image = (time.perf_counter() - start) / len(rows)
-            used = ",".join(self.generator.inputs(self.cfg, subject))
+            used = ",".join(generator.inputs(subject))
             for i, prompt, image in zip(rows, group_prompts, images, strict=True):
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
@@ -79,6 +91,7 @@ class ScoreBatch:
     """
 
     def __init__(self, cfg: S3JediConfig, subjects: dict[str, SubjectInput], prompt_lists: dict[str, list[str]]):
+        self.cfg = cfg
         self.suite = build_suite(cfg, _device(cfg.evaluation.compute.gpus_per_scorer))
         self.subjects = subjects
         self.prompt_lists = prompt_lists
@@ -97,11 +110,12 @@ class ScoreBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])
         columns: dict[str, np.ndarray] = {}
-        for name, rows in _by_subject(batch["subject"]).items():
+        for (name,), rows in _groups(batch["subject"]).items():
             images = [Image.open(io.BytesIO(batch["image_png"][i])) for i in rows]
             prompts = [str(batch["eval_prompt"][i]) for i in rows]
             negatives = [[p for p in self.prompt_lists[name] if p != prompt] for prompt in prompts]
             scores = self.suite.score(images, prompts, self.references(name), negatives)
+            scores |= conflict_flags(self.cfg, scores)
             for metric, values in scores.items():
                 if metric not in columns:
                     columns[metric] = np.zeros(n, dtype=values.dtype)

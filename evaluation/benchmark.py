@@ -7,8 +7,11 @@ Layout (google/dreambooth, as in ``../shared/dreambooth``; any folder laid out t
   ``{1}`` = the class word;
 - ``images/<subject>/*.jpg|png``: real photos of the subject.
 
-A *case* is one image to generate and score, identified by ``subject/prompt_id/seed``; that id is
-what makes a run resumable.
+A *case* is one image of one method to generate and score, identified by
+``method/subject/prompt_id/seed``; that id is what makes a run resumable. Without the method
+(``subject/prompt_id/seed``, the ``case`` column) it pairs the images of two methods: same subject,
+prompt and initial noise. The protocols share cases: the first four samples of the DreamBooth
+protocol's prompts are also the first four of paper 000's fifty, so a run draws each image once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from core.config.evaluation import SelectionConfig
+from core.config.evaluation import PROTOCOLS, EvaluationConfig, Protocol, SelectionConfig
 from core.paths import REPO_ROOT
 
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "dreambooth"
@@ -123,47 +126,58 @@ def select_subjects(benchmark: Benchmark, names: list[str] | None) -> list[Subje
 
 @dataclass(frozen=True)
 class Case:
-    """One image to generate and score."""
+    """One image of one method to generate and score."""
 
+    method: str
     subject: str
     class_name: str
-    protocol: str
-    """"prompts" (the benchmark's prompt list) or "simple" (one simple prompt, many samples)."""
     prompt_id: str
+    """``p00``.. (the benchmark's prompt list, in its order) or ``simple``."""
     template: str
     eval_prompt: str
     sample: int
     seed: int
 
     @property
-    def id(self) -> str:
+    def case(self) -> str:
+        """What pairs two methods' images: the same subject, prompt and seed."""
         return f"{self.subject}/{self.prompt_id}/{self.seed}"
 
+    @property
+    def id(self) -> str:
+        return f"{self.method}/{self.case}"
 
-def plan(benchmark: Benchmark, selection: SelectionConfig, seed: int) -> list[Case]:
-    """Every case of the selection. Sample j of every prompt uses seed ``seed + j``, so methods and
-    subjects are compared on the same initial noise."""
+
+def samples(protocol: Protocol, selection: SelectionConfig) -> int:
+    """Images per prompt of ``protocol`` in this selection: the paper's count, capped by ``samples``."""
+    return min(protocol.samples, selection.samples or protocol.samples)
+
+
+def prompt_list(benchmark: Benchmark, subject: Subject, protocol: Protocol, selection: SelectionConfig):
+    """``(prompt_id, template)`` of every prompt ``protocol`` draws for ``subject``."""
+    if protocol.prompts == "simple":
+        return [(SIMPLE_PROMPT_ID, _check_template(selection.simple_prompt, "evaluation.selection.simple_prompt"))]
+    return [(f"p{i:02d}", t) for i, t in enumerate(benchmark.templates(subject)[: selection.prompts])]
+
+
+def plan(benchmark: Benchmark, ev: EvaluationConfig, seed: int, methods: list[str] | None = None) -> list[Case]:
+    """Every case of the selection: per method (default ``ev.methods``) and subject, each prompt of the
+    chosen protocols with as many samples as the protocol that wants most. Sample j of every prompt
+    uses seed ``seed + j``, so methods and subjects are compared on the same initial noise."""
     cases = []
-    for subject in select_subjects(benchmark, selection.subjects):
-        templates = benchmark.templates(subject)[: selection.prompts]
-        groups = [("prompts", f"p{i:02d}", t, selection.samples) for i, t in enumerate(templates)]
-        if selection.simple_samples:
-            template = _check_template(selection.simple_prompt, "evaluation.selection.simple_prompt")
-            groups.append(("simple", SIMPLE_PROMPT_ID, template, selection.simple_samples))
-        for protocol, prompt_id, template, samples in groups:
-            for j in range(samples):
-                cases.append(
-                    Case(
-                        subject.name,
-                        subject.class_name,
-                        protocol,
-                        prompt_id,
-                        template,
-                        eval_prompt(template, subject.class_name),
-                        j,
-                        seed + j,
-                    )
-                )
+    for method in methods if methods is not None else ev.methods:
+        for subject in select_subjects(benchmark, ev.selection.subjects):
+            wanted: dict[str, tuple[str, int]] = {}
+            for protocol in (PROTOCOLS[name] for name in ev.protocols):
+                for prompt_id, template in prompt_list(benchmark, subject, protocol, ev.selection):
+                    most = max(wanted.get(prompt_id, ("", 0))[1], samples(protocol, ev.selection))
+                    wanted[prompt_id] = (template, most)
+            for prompt_id, (template, count) in sorted(wanted.items()):
+                prompt = eval_prompt(template, subject.class_name)
+                cases += [
+                    Case(method, subject.name, subject.class_name, prompt_id, template, prompt, j, seed + j)
+                    for j in range(count)
+                ]
     return cases
 
 

@@ -1,11 +1,17 @@
-"""``run_evaluation``: the DreamBooth benchmark as a resumable Ray Data job.
+"""``run_evaluation``: every method of ``evaluation.methods`` on the DreamBooth benchmark, as one
+resumable job.
 
-1. Plan every case (subject × prompt × seed) of the selection; drop the ids already scored in the
-   run directory (a killed run resumes here).
-2. Ray Data: cases → generation actor pool → scoring actor pool → the driver, which writes each
+1. Check the selection and every finetuning-free method's needs before anything runs.
+2. Fine-tune: each fine-tuning method on each subject, one Ray Train run per pair, concurrently, into
+   the run directory (``evaluation.finetuning``; skipped for pairs done before, and entirely when the
+   run reuses a subject store). A failed pair is recorded and left out; the others go on.
+3. Plan every case (method × subject × prompt × seed) of the chosen protocols; drop the ids already
+   scored in the run directory (a killed run resumes here).
+4. Ray Data: cases → generation actor pool → scoring actor pool → the driver, which writes each
    scored batch (images, then one Parquet part) as it arrives.
-3. Consolidate the per-image Parquet, summarise (mean and bootstrap CI per subject and overall),
-   draw the grids and write the HTML report.
+5. Consolidate the per-image Parquet, summarise (per protocol: each method's means with bootstrap
+   intervals, paired differences from the reference method, costs), draw the grids and write the
+   report (HTML, Markdown, JSON).
 """
 
 from __future__ import annotations
@@ -17,31 +23,28 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 from PIL import Image
 
 from core.config import S3JediConfig, config_hash, save_config
 from core.logs import get_logger
+from core.methods import METHODS
+from core.methods.registry import import_plugins
 from core.progress import Progress
 from core.ray_runtime import init_ray
-from evaluation.benchmark import (
-    Benchmark,
-    Case,
-    eval_prompt,
-    load_benchmark,
-    plan,
-    readable_photos,
-    select_subjects,
-)
-from evaluation.generators import GENERATORS, SubjectInput
+from evaluation.benchmark import Benchmark, Case, eval_prompt, load_benchmark, plan, readable_photos, select_subjects
+from evaluation.finetuning import Trainer, fine_tune
+from evaluation.generators import FINETUNING_FREE, Generator, SubjectInput, make_generator
 from evaluation.grids import write_grid
-from evaluation.report import write_report
+from evaluation.report import method_label, write_report
 from evaluation.scoring import describe_scoring
-from evaluation.statistics import flat, summarize
-from evaluation.store import RunStore
+from evaluation.statistics import flat
+from evaluation.store import SUBJECTS_DIR, RunStore
+from evaluation.summary import summarize_run
 
 log = get_logger("evaluation")
-GRID_SAMPLES = 8
-"""Samples per prompt shown in a grid (the simple protocol has 64)."""
+GRID_COLUMNS = 8
+"""(prompt, seed) columns of a subject's grid: each prompt's first sample, then the second, ..."""
 
 
 @dataclass(frozen=True)
@@ -50,27 +53,37 @@ class RunResult:
     planned: int
     scored_now: int
     """Cases generated and scored by this call (the rest were already in the run directory)."""
-    summary: list[dict]
+    summary: dict
+    """``evaluation.summary.summarize_run``'s tree (also ``summary.json``)."""
     report: Path
     seconds: float
 
 
-def fingerprint(cfg: S3JediConfig) -> dict:
-    """What decides a per-image score's meaning: the generator (model and sampling) and the scoring."""
-    method = cfg.evaluation.generation.method
-    return {"generator": GENERATORS[method].describe(cfg), "scoring": describe_scoring(cfg)}
+def check_methods(cfg: S3JediConfig) -> list[str]:
+    """Every name JeDi, the base model, or a fine-tuning method of the registry (``core.methods``,
+    with ``finetune.plugins``)."""
+    import_plugins(cfg.finetune.plugins)
+    methods = cfg.evaluation.methods
+    tunable = [name for name, m in METHODS.items() if m.plan is not None]
+    for name in methods:
+        if name not in FINETUNING_FREE and name not in tunable:
+            raise ValueError(f"evaluation.methods: {name!r} is not one of {', '.join([*FINETUNING_FREE, *tunable])}")
+    return methods
 
 
-def fingerprint_hash(cfg: S3JediConfig) -> str:
-    canonical = json.dumps(fingerprint(cfg), sort_keys=True, separators=(",", ":"), default=str)
+def fingerprint(cfg: S3JediConfig, generators: dict[str, Generator]) -> dict:
+    """What decides a per-image score's meaning: each method's generator (model, training, sampling) and the scoring."""
+    return {"generators": {m: g.describe() for m, g in generators.items()}, "scoring": describe_scoring(cfg)}
+
+
+def fingerprint_hash(print_: dict) -> str:
+    canonical = json.dumps(print_, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def default_out(cfg: S3JediConfig) -> Path:
-    """``outputs/eval/<method>[-k<refs>]-<fingerprint>``: the same settings resume the same run."""
-    gen = cfg.evaluation.generation
-    name = gen.method + (f"-k{gen.references}" if gen.method == "jedi" else "")
-    return Path("outputs") / "eval" / f"{name}-{fingerprint_hash(cfg)[:8]}"
+def default_out(cfg: S3JediConfig, print_: dict) -> Path:
+    """``outputs/eval/<method>+<method>...-<fingerprint>``: the same settings resume the same run."""
+    return Path("outputs") / "eval" / f"{'+'.join(cfg.evaluation.methods)}-{fingerprint_hash(print_)[:8]}"
 
 
 def subject_inputs(benchmark: Benchmark, names: list[str], skip_bad: bool) -> tuple[dict[str, SubjectInput], list]:
@@ -86,7 +99,9 @@ def subject_inputs(benchmark: Benchmark, names: list[str], skip_bad: bool) -> tu
     return inputs, skipped
 
 
-def _execute(cfg: S3JediConfig, todo: list[Case], subjects: dict[str, SubjectInput], prompt_lists, store) -> int:
+def _execute(
+    cfg: S3JediConfig, todo: list[Case], subjects, prompt_lists, store: RunStore, drawn_from: str | None
+) -> int:
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -94,14 +109,13 @@ def _execute(cfg: S3JediConfig, todo: list[Case], subjects: dict[str, SubjectInp
 
     init_ray(cfg.ray)
     comp = cfg.evaluation.compute
-    run = {"method": cfg.evaluation.generation.method, "fingerprint": fingerprint_hash(cfg)}
-    rows = [{"id": c.id, **asdict(c), **run} for c in todo]
+    rows = [{"id": c.id, "case": c.case, **asdict(c)} for c in todo]
     # One input block per generation batch, so results stream back batch by batch (and are
     # checkpointed as they arrive) instead of as one block at the end.
     ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / comp.generation_batch))
     ds = ds.map_batches(
         GenerateBatch,
-        fn_constructor_kwargs={"cfg": cfg, "subjects": subjects},
+        fn_constructor_kwargs={"cfg": cfg, "subjects": subjects, "store": drawn_from},
         batch_size=comp.generation_batch,
         compute=ActorPoolStrategy(size=comp.generation_actors),
         num_cpus=comp.cpus_per_actor,
@@ -127,62 +141,100 @@ def _execute(cfg: S3JediConfig, todo: list[Case], subjects: dict[str, SubjectInp
     return written
 
 
-def _grids(cfg: S3JediConfig, store: RunStore, frame, subjects: dict[str, SubjectInput]) -> dict[str, Path]:
+def grid_columns(frame: pd.DataFrame) -> list[tuple[str, int, str]]:
+    """(prompt_id, seed, prompt) of a subject's grid columns: every prompt's first sample, then its second, ..."""
+    cases = frame.drop_duplicates("case").sort_values(["sample", "prompt_id"])
+    return list(zip(cases["prompt_id"], cases["seed"], cases["eval_prompt"], strict=True))[:GRID_COLUMNS]
+
+
+def _grids(cfg: S3JediConfig, store: RunStore, frame, subjects: dict[str, SubjectInput], methods) -> dict[str, str]:
     grids = {}
     for name, group in frame.groupby("subject", sort=True):
-        rows = []
-        for (_, prompt_id), by_prompt in group.groupby(["protocol", "prompt_id"], sort=True):
-            shown = by_prompt.sort_values("seed")["image"][:GRID_SAMPLES]
-            rows.append((f"{prompt_id}: {by_prompt['prompt'].iloc[0]}", [Image.open(store.root / p) for p in shown]))
-        path = store.root / "grids" / f"{name}.jpg"
-        grids[name] = write_grid(path, subjects[name].images(), rows, cfg.evaluation.report.thumbnail)
+        columns = grid_columns(group)
+        keys = zip(group["method"], group["prompt_id"], group["seed"], strict=True)
+        images = dict(zip(keys, group["image"], strict=True))
+        rows = [
+            (
+                method_label(m),
+                [Image.open(store.root / images[(m, p, s)]) if (m, p, s) in images else None for p, s, _ in columns],
+            )
+            for m in methods
+        ]
+        labels = [f"{prompt} (seed {seed})" for _, seed, prompt in columns]
+        path = write_grid(
+            store.root / "grids" / f"{name}.jpg", subjects[name].images(), labels, rows, cfg.evaluation.report.thumbnail
+        )
+        grids[name] = path.relative_to(store.root).as_posix()
     return grids
 
 
-def _finish(cfg: S3JediConfig, store: RunStore, cases: list[Case], subjects: dict[str, SubjectInput]):
+def _finish(cfg: S3JediConfig, store: RunStore, cases: list[Case], subjects, methods, finetuning):
     """Consolidate the scores of this run's cases; write summaries, grids and the report."""
     frame = store.read([c.id for c in cases])
     info = store.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"))
     store.write_scores(frame, info)
-    rep = cfg.evaluation.report
-    summary = summarize(frame, rep.bootstrap, rep.confidence, cfg.seed)
+    summary = summarize_run(cfg, frame, methods, finetuning)
     (store.root / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    flat(summary).to_csv(store.root / "summary.csv", index=False)
-    grids = _grids(cfg, store, frame, subjects)
-    return summary, write_report(store.root, info, summary, grids, rep.confidence)
+    tables = [flat(p["rows"]).assign(protocol=p["name"]) for p in summary["protocols"] if p["rows"]]
+    pd.concat(tables, ignore_index=True).to_csv(store.root / "summary.csv", index=False)
+    grids = _grids(cfg, store, frame, subjects, methods)
+    return summary, write_report(store.root, info, summary, grids)
 
 
-def run_evaluation(cfg: S3JediConfig, out_dir: Path | None = None) -> RunResult:
-    """Run (or resume) the benchmark into ``out_dir`` (default: ``default_out(cfg)``)."""
+def run_evaluation(cfg: S3JediConfig, out_dir: Path | None = None, trainer: Trainer | None = None) -> RunResult:
+    """Run (or resume) the benchmark into ``out_dir`` (default: ``default_out``). ``trainer``
+    fine-tunes the subjects of the fine-tuning methods (``evaluation.finetuning``); without one the
+    run can only draw subjects from ``evaluation.finetuned.store``."""
     start = time.perf_counter()
     ev = cfg.evaluation
-    out_dir = Path(out_dir or default_out(cfg))
+    methods = check_methods(cfg)
     benchmark = load_benchmark(ev.benchmark)
-    cases = plan(benchmark, ev.selection, cfg.seed)
     names = [s.name for s in select_subjects(benchmark, ev.selection.subjects)]
     subjects, skipped = subject_inputs(benchmark, names, ev.selection.skip_bad_photos)
-    generator = GENERATORS[ev.generation.method]
-    for subject in subjects.values():
-        generator.inputs(cfg, subject)
+    tuned = [m for m in methods if m not in FINETUNING_FREE]
+    train_here = ev.finetuned.store is None
+    print_ = fingerprint(cfg, {m: make_generator(cfg, m) for m in methods})
+    out_dir = Path(out_dir or default_out(cfg, print_))
+    drawn_from = str((out_dir / SUBJECTS_DIR).resolve()) if train_here else None
+    generators = {m: make_generator(cfg, m, store=drawn_from) for m in methods}
+    for method in methods:
+        if method in FINETUNING_FREE or not train_here:  # what the run trains is checked once it is trained
+            for subject in subjects.values():
+                generators[method].inputs(subject)
     prompt_lists = {
         n: [eval_prompt(t, subjects[n].class_name) for t in benchmark.templates(benchmark.subjects[n])] for n in names
     }
     store = RunStore(out_dir)
     with store.lock():
         info = {
-            "generator": generator.describe(cfg),
+            "generators": print_["generators"],
             "benchmark": str(benchmark.root),
+            "subjects": names,
+            "protocols": ev.protocols,
+            "selection": ev.selection.model_dump(mode="json"),
+            "reference": ev.reference_method,
+            "out": str(out_dir),
             "config_hash": config_hash(cfg),
-            "fingerprint_hash": fingerprint_hash(cfg),
+            "fingerprint_hash": fingerprint_hash(print_),
             "skipped_photos": [asdict(p) for p in skipped],
         }
-        store.open(fingerprint(cfg), info)
+        store.open(print_, info)
         save_config(cfg, out_dir)
+        finetuning = fine_tune(cfg, store, tuned if train_here else [], subjects, trainer)
+        ready = {
+            (m, n) for m in methods for n in names if finetuning.get((m, n), {"status": "done"})["status"] == "done"
+        }
+        for method, name in sorted(ready):
+            if method in tuned and train_here:
+                generators[method].inputs(subjects[name])
+        cases = [c for c in plan(benchmark, ev, cfg.seed) if (c.method, c.subject) in ready]
+        if not cases:
+            raise RuntimeError(f"nothing to evaluate: every fine-tuning failed (see {store.root / 'finetune.json'})")
         done = store.done_ids()
         todo = [c for c in cases if c.id not in done]
         log.info("evaluation planned", out=str(out_dir), cases=len(cases), done=len(cases) - len(todo), todo=len(todo))
-        scored = _execute(cfg, todo, subjects, prompt_lists, store) if todo else 0
-        summary, report = _finish(cfg, store, cases, subjects)
+        scored = _execute(cfg, todo, subjects, prompt_lists, store, drawn_from) if todo else 0
+        summary, report = _finish(cfg, store, cases, subjects, methods, finetuning)
     seconds = time.perf_counter() - start
     log.info("evaluation finished", out=str(out_dir), scored_now=scored, seconds=round(seconds, 1))
     return RunResult(out_dir, len(cases), scored, summary, report, seconds)

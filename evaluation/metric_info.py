@@ -40,9 +40,14 @@ METRICS = {
         "hard-negative acc.",
         "share of the subject's other prompts (same subject, other context) that the image's own prompt beats in CLIP similarity",
     ),
-    "conflict": Metric(
+    "conflict_rate": Metric(
         "conflict rate",
-        "share of images at least as close to the bare subject ('a dog') as to their prompt: context lost",
+        "paper 000: share of images whose CLIP-MI or NegCLIP-T is below its minimum (evaluation.conflict)",
+        higher_is_better=False,
+    ),
+    "conflict": Metric(
+        "context lost",
+        "share of images at least as close to the bare subject ('a dog') as to their prompt (CLIP; this project's)",
         higher_is_better=False,
     ),
     "mask_found": Metric(

@@ -1,197 +1,289 @@
-"""The HTML report of a run: one self-contained page (inline CSS, no scripts) with relative links to
-the grid images, so the run directory can be copied anywhere and opened in any browser.
+"""The report of a run: ``report.html`` (self-contained, relative links to the grids), ``report.md``
+and ``report.json``, from one list of blocks (``evaluation.document``).
 
-It says what each metric measures and which way is better, warns when the run was scored (or drawn)
-with the project's tiny random models, and shows the generator and the scoring backbones as tables.
+Per protocol, a table shaped like its paper's (method rows, the paper's scores with confidence
+intervals, the cost columns) and the paired differences from the reference method
+(``evaluation.method_table``), the scores per subject, and the papers' published numbers beside them,
+marked as such. Then the fine-tuning outcomes, what each metric measures, the image grids, every
+method's settings and the scoring backbones. A run scored (or drawn) with the project's tiny random
+models says so at the top.
 """
 
 from __future__ import annotations
 
-import html
+import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
-from evaluation.metric_info import ALL, LABELS, METRICS
+from core.methods import METHODS
+from evaluation.document import to_html, to_markdown
+from evaluation.method_table import Column, MethodRow, comparison_blocks, estimate_cell, seconds_cell
+from evaluation.metric_info import ALL, METRICS
+from evaluation.protocols import label as metric_label
+from evaluation.published import published_for
 
-PUBLISHED_SOURCE = (
-    "JeDi (Zeng et al., CVPR 2024), Table 2: SD1.4-based models, DreamBench, CLIP ViT-B/32, DINO ViT-S/16"
-)
-PUBLISHED = {
-    "DreamBooth": {"clip_t": 0.2812, "clip_i": 0.8135, "mclip_i": 0.8683, "dino": 0.6341, "mdino": 0.7115},
-    "JeDi, 3 references": {"clip_t": 0.2932, "clip_i": 0.8139, "mclip_i": 0.9011, "dino": 0.6791, "mdino": 0.8037},
-}
-"""Published numbers for comparison; meaningful only for runs with the same backbones and protocol."""
-
-STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #111; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; vertical-align: top; }
-th:first-child, td:first-child { text-align: left; }
-table.text td { text-align: left; max-width: 60em; }
-code { font-size: 12px; white-space: pre-wrap; }
-img.grid { max-width: 100%; border: 1px solid #ccc; image-rendering: pixelated; }
-.note { color: #555; }
-.banner { background: #fff3cd; border: 1px solid #e0c060; padding: 0.6em 1em; max-width: 60em; }
-"""
 TINY = "tiny"
 
 
-def _num(value: float, digits: int = 4) -> str:
+def method_label(method: str) -> str:
+    """How a report names a method: the registry's label, JeDi and the base model by their roles."""
+    if method == "jedi":
+        return "JeDi"
+    if method == "base":
+        return "base model (no personalization)"
+    return METHODS[method].label if method in METHODS else method
+
+
+def _num(value, digits: int = 4) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def _label(metric: str) -> str:
-    """The metric's name with the direction that is better (↑ higher, ↓ lower)."""
-    return f"{html.escape(LABELS[metric])} {METRICS[metric].arrow}"
-
-
-def _cell(est: dict) -> str:
-    if not est["n"]:
-        return "–"
-    return f"{_num(est['mean'])} <span class=note>[{_num(est['lo'])}, {_num(est['hi'])}]</span>"
-
-
-def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _summary_tables(summary: list[dict], confidence: float) -> str:
-    parts = []
-    for protocol in sorted({row["protocol"] for row in summary}):
-        rows = [r for r in summary if r["protocol"] == protocol]
-        metrics = list(rows[0]["metrics"])
-        overall = next(r for r in rows if r["subject"] == ALL)
-        parts.append(f"<h2>Protocol: {html.escape(protocol)} ({overall['images']} images)</h2>")
-        parts.append(
-            _table(
-                ["metric", "mean", f"{confidence:.0%} CI", "images scored"],
-                [
-                    [_label(m), _num(e["mean"]), f"[{_num(e['lo'])}, {_num(e['hi'])}]", str(e["n"])]
-                    for m, e in overall["metrics"].items()
-                ],
-            )
-        )
-        per_subject = [r for r in rows if r["subject"] != ALL]
-        parts.append("<h3>Per subject</h3>")
-        parts.append(
-            _table(
-                ["subject", "images", *(_label(m) for m in metrics)],
-                [
-                    [html.escape(r["subject"]), str(r["images"]), *(_cell(r["metrics"][m]) for m in metrics)]
-                    for r in per_subject
-                ],
-            )
-        )
-    return "\n".join(parts)
-
-
-def _published() -> str:
-    metrics = list(next(iter(PUBLISHED.values())))
-    rows = [[html.escape(name), *(_num(v[m]) for m in metrics)] for name, v in PUBLISHED.items()]
-    return (
-        f"<h2>Published numbers</h2><p class=note>{html.escape(PUBLISHED_SOURCE)}. Comparable only with runs "
-        "that use the same backbones, preprocessing and protocol (see docs/evaluation.md).</p>"
-        + _table(["method", *(_label(m) for m in metrics)], rows)
-    )
-
-
-def _metric_definitions(summary: list[dict]) -> str:
-    shown = [m for m in METRICS if any(m in row["metrics"] for row in summary)]
-    rows = [
-        [_label(m), html.escape(METRICS[m].definition), "higher" if METRICS[m].higher_is_better else "lower"]
-        for m in shown
-    ]
-    return (
-        "<h2>Metrics</h2><p class=note>Per image, then averaged; intervals are percentile-bootstrap over images "
-        "(docs/evaluation.md).</p>" + _table(["metric", "measures", "better"], rows, cls="text")
-    )
-
-
-def _tiny_banner(info: dict) -> str:
-    """A warning when any scoring backbone or the generator is one of the project's tiny random models."""
-    backbones = info.get("fingerprint", {}).get("scoring", {}).get("backbones", {})
-    tiny = [role for role, ref in backbones.items() if ref == TINY]
-    if info["generator"].get("model") == TINY:
-        tiny.insert(0, "generator")
-    if not tiny:
-        return ""
-    return (
-        f"<p class=banner><strong>Tiny random models</strong> ({html.escape(', '.join(tiny))}): the project's "
-        "randomly initialised stand-ins, which make the whole job run on a CPU. These numbers check the "
-        "mechanics only and say nothing about image quality; score with a production profile (e.g. "
-        "<code>-c sd14</code>) for meaningful values.</p>"
-    )
-
-
 def _value(value, nested: bool = False) -> str:
-    """A readable value: a mapping as ``key: value`` lines (``key=value, ...`` inside another), lists
-    joined, everything escaped."""
+    """A readable value: a mapping as ``key: value`` parts (``key=value`` inside another), lists joined."""
     if isinstance(value, dict):
-        if nested:
-            return ", ".join(f"{html.escape(str(k))}={_value(v, True)}" for k, v in value.items())
-        return "<br>".join(f"{html.escape(str(k))}: {_value(v, True)}" for k, v in value.items())
+        parts = [f"{k}{'=' if nested else ': '}{_value(v, True)}" for k, v in value.items()]
+        return ", ".join(parts) if nested else "; ".join(parts)
     if isinstance(value, (list, tuple)):
-        return html.escape(", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value))
+        return ", ".join(_value(v, True) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
-    return html.escape(str(value))
+    return str(value)
 
 
-def _generator(generator: dict) -> str:
-    rows = [[html.escape(k.replace("_", " ")), _value(v)] for k, v in generator.items()]
-    return "<h2>Generator</h2>" + _table(["setting", "value"], rows, cls="text")
+def _tiny_banner(info: dict) -> list[tuple]:
+    """A warning when any scoring backbone or a generator's model is one of the project's tiny random models."""
+    backbones = info.get("fingerprint", {}).get("scoring", {}).get("backbones", {})
+    tiny = [
+        f"generator of {m}"
+        for m, g in info["generators"].items()
+        if TINY in (g.get("model"), g.get("training", {}).get("base_model"))
+    ]
+    tiny += [role for role, ref in backbones.items() if ref == TINY]
+    if not tiny:
+        return []
+    return [
+        (
+            "banner",
+            f"Tiny random models ({', '.join(tiny)}): the project's randomly initialised stand-ins, which make the "
+            "whole job run on a CPU. These numbers check the mechanics only and say nothing about image quality; "
+            "evaluate with a production profile (e.g. `-c sd14`) for meaningful values.",
+        )
+    ]
 
 
-def _backbones(scorers: dict, refs: dict[str, str]) -> str:
+def _rows(summary: dict, protocol: dict) -> list[MethodRow]:
+    overall = {r["method"]: r for r in protocol["rows"] if r["subject"] == ALL}
+    return [
+        MethodRow(
+            method,
+            method_label(method),
+            overall[method]["metrics"],
+            overall[method]["images"],
+            summary["costs"][method],
+            protocol["differences"].get(method),
+        )
+        for method in summary["methods"]
+        if method in overall
+    ]
+
+
+def _columns(protocol: dict) -> list[Column]:
+    return [Column(m, metric_label(protocol["name"], m), METRICS[m].higher_is_better) for m in protocol["metrics"]]
+
+
+def _published_blocks(protocol: dict) -> list[tuple]:
+    blocks = []
+    for pub in published_for(protocol["name"]):
+        metrics = [m for m in protocol["metrics"] if any(m in a.values for a in pub.rows)]
+        blocks += [
+            ("h", 3, f"Published, not measured here: {pub.base_model}"),
+            ("p", f"{pub.source}. Comparable with this run only with the same base model, scorers and full protocol."),
+            (
+                "table",
+                [
+                    "method (as published)",
+                    *(metric_label(protocol["name"], m) for m in metrics),
+                    "this system's method",
+                ],
+                [
+                    [a.label, *(_num(a.values.get(m)) for m in metrics), method_label(a.method) if a.method else "–"]
+                    for a in pub.rows
+                ],
+            ),
+        ]
+    return blocks
+
+
+def _protocol_blocks(summary: dict, protocol: dict) -> list[tuple]:
+    columns = _columns(protocol)
+    blocks: list[tuple] = [
+        ("h", 2, f"Protocol {protocol['name']}: {protocol['label']}"),
+        ("p", f"Source: {protocol['source']}."),
+    ]
+    if not protocol["rows"]:
+        return [*blocks, ("p", "No image of this run belongs to the protocol.")]
+    if protocol["identity_excluded"]:
+        blocks.append(
+            (
+                "p",
+                "Identity scores leave out the prompts matching "
+                + ", ".join(f"`{p}`" for p in protocol["identity_excluded"])
+                + ".",
+            )
+        )
+    blocks += comparison_blocks(_rows(summary, protocol), columns, summary["reference"], summary["confidence"])
+    per_subject = [r for r in protocol["rows"] if r["subject"] != ALL]
+    blocks += [
+        ("h", 3, "Per subject"),
+        (
+            "table",
+            ["method", "subject", *(c.heading for c in columns), "images"],
+            [
+                [
+                    method_label(r["method"]),
+                    r["subject"],
+                    *(estimate_cell(r["metrics"].get(c.key)) for c in columns),
+                    str(r["images"]),
+                ]
+                for r in per_subject
+            ],
+        ),
+        *_published_blocks(protocol),
+    ]
+    return blocks
+
+
+def _every_score(summary: dict) -> list[tuple]:
+    """Every score the run measured, per method, over the first protocol's images."""
+    protocol = summary["protocols"][0]
+    overall = [r for r in protocol["rows"] if r["subject"] == ALL]
+    if not overall:
+        return []
+    shown = [m for m in METRICS if m in overall[0]["metrics"]]
+    return [
+        ("h", 2, f"Every score (protocol {protocol['name']})"),
+        (
+            "table",
+            ["method", *(f"{METRICS[m].label} {METRICS[m].arrow}" for m in shown)],
+            [[method_label(r["method"]), *(estimate_cell(r["metrics"][m]) for m in shown)] for r in overall],
+        ),
+        (
+            "table",
+            ["metric", "measures", "better"],
+            [
+                [
+                    f"{METRICS[m].label} {METRICS[m].arrow}",
+                    METRICS[m].definition,
+                    "higher" if METRICS[m].higher_is_better else "lower",
+                ]
+                for m in shown
+            ],
+        ),
+    ]
+
+
+def _finetuning(summary: dict) -> list[tuple]:
+    if not summary["finetuning"]:
+        return []
+    return [
+        ("h", 2, "Fine-tuning"),
+        ("p", "One Ray Train run per (method, subject); a failed one is left out of the tables, the others go on."),
+        (
+            "table",
+            ["method", "subject", "status", "subject id", "seconds", "GPU-seconds", "error"],
+            [
+                [
+                    method_label(o["method"]),
+                    o["subject"],
+                    o["status"] if o["status"] == "done" else f"**{o['status']}**",
+                    o["subject_id"],
+                    seconds_cell(o["seconds"]),
+                    seconds_cell(o["gpu_seconds"]),
+                    o["error"] or "",
+                ]
+                for o in summary["finetuning"]
+            ],
+        ),
+    ]
+
+
+def _settings(info: dict) -> list[tuple]:
+    blocks: list[tuple] = [("h", 2, "Methods and their settings")]
+    for method, settings in info["generators"].items():
+        blocks += [
+            ("h", 3, method_label(method)),
+            ("table", ["setting", "value"], [[k.replace("_", " "), _value(v)] for k, v in settings.items()]),
+        ]
+    return blocks
+
+
+def _backbones(info: dict) -> list[tuple]:
     """One row per scoring role: the config's reference, what was loaded, and how images are prepared."""
-    rows = []
-    for role, desc in scorers.items():
-        if not isinstance(desc, dict):
-            rows.append([html.escape(role), "", _value(desc)])
-            continue
-        ref = refs.get(role, "")
-        details = {k: v for k, v in desc.items() if k != "model"}
-        loaded = desc.get("model", "")
-        model = f"{html.escape(ref)}<br><span class=note>{html.escape(str(loaded))}</span>" if ref else _value(loaded)
-        rows.append([html.escape(role), model, _value(details)])
-    return "<h2>Backbones and preprocessing</h2>" + _table(["role", "model", "settings"], rows, cls="text")
-
-
-def write_report(run_dir: Path, info: dict, summary: list[dict], grids: dict[str, Path], confidence: float) -> Path:
-    """``info``: run.json's content plus ``scorers`` (the suite's description)."""
-    generator = info["generator"]
     refs = info.get("fingerprint", {}).get("scoring", {}).get("backbones", {})
+    rows = []
+    for role, desc in info.get("scorers", {}).items():
+        if not isinstance(desc, dict):
+            rows.append([role, "", _value(desc)])
+            continue
+        loaded = str(desc.get("model", ""))
+        model = f"{refs[role]} (loaded: {loaded})" if role in refs else loaded
+        rows.append([role, model, _value({k: v for k, v in desc.items() if k != "model"})])
+    return [("h", 2, "Backbones and preprocessing"), ("table", ["role", "model", "settings"], rows)]
+
+
+def blocks(info: dict, summary: dict, grids: dict[str, str]) -> list[tuple]:
+    methods = ", ".join(method_label(m) for m in summary["methods"])
     run_rows = [
-        ["method", html.escape(str(generator.get("method")))],
-        ["benchmark", html.escape(str(info["benchmark"]))],
-        ["config hash", html.escape(info["config_hash"])],
-        ["fingerprint", html.escape(info["fingerprint_hash"])],
-        ["finished", html.escape(str(info.get("finished", "")))],
+        ["methods", methods],
+        ["reference", method_label(summary["reference"])],
+        ["benchmark", str(info["benchmark"])],
+        ["subjects", ", ".join(info.get("subjects", []))],
+        ["config hash", info["config_hash"]],
+        ["finished", str(info.get("finished", ""))],
     ]
     if info.get("skipped_photos"):  # --skip-bad-photos left these out of the run
-        skipped = "<br>".join(html.escape(f"{p['file']}: {p['reason']}") for p in info["skipped_photos"])
-        run_rows.append(["skipped photos", skipped])
-    grid_html = "".join(
-        f"<h3>{html.escape(subject)}</h3><img class=grid src='{html.escape(path.relative_to(run_dir).as_posix())}' "
-        f"alt='generated images of {html.escape(subject)}'>"
-        for subject, path in grids.items()
-    )
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>s3jedi evaluation: {html.escape(str(generator.get("method")))}</title>
-<style>{STYLE}</style></head><body>
-<h1>DreamBooth benchmark: {html.escape(str(generator.get("method")))}</h1>
-{_tiny_banner(info)}
-{_table(["run", ""], run_rows, cls="text")}
-{_summary_tables(summary, confidence)}
-{_metric_definitions(summary)}
-{_published()}
-<h2>Images</h2>{grid_html}
-{_generator(generator)}
-{_backbones(info["scorers"], refs)}
-</body></html>
-"""
+        run_rows.append(["skipped photos", "; ".join(f"{p['file']}: {p['reason']}" for p in info["skipped_photos"])])
+    out: list[tuple] = [
+        ("h", 1, f"DreamBooth benchmark: {methods}"),
+        *_tiny_banner(info),
+        ("table", ["run", ""], run_rows),
+    ]
+    for protocol in summary["protocols"]:
+        out += _protocol_blocks(summary, protocol)
+    out += _finetuning(summary)
+    out += _every_score(summary)
+    out += [
+        ("h", 2, "Images"),
+        ("p", "Per subject: its photos, then one row per method on the same prompts and seeds."),
+    ]
+    out += [("img", src, f"photos and generated images of {subject}") for subject, src in grids.items()]
+    return out + _settings(info) + _backbones(info)
+
+
+def write_report(run_dir: Path, info: dict, summary: dict, grids: dict[str, str]) -> Path:
+    """``info``: run.json's content plus ``scorers``; ``grids``: subject → path relative to ``run_dir``."""
+    parts = blocks(info, summary, grids)
+    title = f"s3jedi evaluation: {', '.join(summary['methods'])}"
+    (run_dir / "report.md").write_text(to_markdown(parts))
+    payload = {
+        "run": {k: info.get(k) for k in ("benchmark", "subjects", "config_hash", "fingerprint_hash", "finished")},
+        "summary": summary,
+        "published": [asdict(p) for q in summary["protocols"] for p in published_for(q["name"])],
+        "grids": grids,
+    }
+    (run_dir / "report.json").write_text(json.dumps(_strict(payload), indent=1) + "\n")
     path = run_dir / "report.html"
-    path.write_text(page)
+    path.write_text(to_html(parts, title))
     return path
+
+
+def _strict(value):
+    """NaN as null: report.json is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value

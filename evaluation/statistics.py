@@ -64,14 +64,14 @@ def metrics_of(frame: pd.DataFrame) -> list[str]:
 
 
 def summarize(frame: pd.DataFrame, resamples: int, confidence: float, seed: int) -> list[dict]:
-    """One row per (protocol, subject) and per protocol over all subjects (``subject == "all"``)."""
+    """One row per (method, subject) and per method over all subjects (``subject == "all"``)."""
     rows = []
-    for protocol, by_protocol in frame.groupby("protocol", sort=True):
-        groups = [*by_protocol.groupby("subject", sort=True), (ALL, by_protocol)]
+    for method, by_method in frame.groupby("method", sort=False):
+        groups = [*by_method.groupby("subject", sort=True), (ALL, by_method)]
         for subject, group in groups:
             rows.append(
                 {
-                    "protocol": protocol,
+                    "method": method,
                     "subject": subject,
                     "images": len(group),
                     "metrics": {
@@ -86,7 +86,7 @@ def flat(rows: list[dict]) -> pd.DataFrame:
     """Summary rows as a flat table (``clip_t``, ``clip_t_lo``, ``clip_t_hi``, ``clip_t_n``, ...)."""
     records = []
     for row in rows:
-        record = {k: row[k] for k in ("protocol", "subject", "images")}
+        record = {k: v for k, v in row.items() if k != "metrics"}
         for metric, est in row["metrics"].items():
             record |= {
                 metric: est["mean"],
@@ -106,21 +106,31 @@ class Difference:
     diff: Estimate
     """b − a, with its interval."""
     paired: bool
-    """True: resampled over the ids both runs scored (same subject, prompt and seed)."""
+    """True: resampled over the cases both sides scored (same subject, prompt and seed)."""
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, resamples: int, confidence: float, seed: int) -> list[Difference]:
-    """Per metric both runs have: each run's mean, and the difference b − a with a bootstrap interval.
+def compare(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    resamples: int,
+    confidence: float,
+    seed: int,
+    metrics: list[str] | None = None,
+    key: str = "case",
+) -> list[Difference]:
+    """Per metric both sides have (or of ``metrics``): each side's mean, and the difference b − a
+    with a bootstrap interval.
 
-    When the runs share ids, everything is computed over those ids and the difference is paired (the
-    same noise seeds, prompts and subjects on both sides, so per-image differences cancel what the
-    cases have in common); otherwise the two runs are resampled independently.
+    When the sides share cases (``key``: subject, prompt and seed), everything is computed over
+    those cases and the difference is paired (the same noise seeds, prompts and subjects on both
+    sides, so per-image differences cancel what the cases have in common); otherwise the two sides
+    are resampled independently.
     """
-    common = sorted(set(a["id"]) & set(b["id"]))
+    common = sorted(set(a[key]) & set(b[key]))
     if common:  # every estimate over the same cases, so B − A is the difference of the shown means
-        a, b = a.set_index("id").loc[common], b.set_index("id").loc[common]
+        a, b = a.set_index(key).loc[common], b.set_index(key).loc[common]
     out = []
-    for metric in [m for m in metrics_of(a) if m in b.columns]:
+    for metric in [m for m in (metrics or metrics_of(a)) if m in a.columns and m in b.columns]:
         est_a = bootstrap_mean(a[metric], resamples, confidence, seed)
         est_b = bootstrap_mean(b[metric], resamples, confidence, seed)
         if common:

@@ -3,16 +3,20 @@
 ::
 
     <run>/
-      run.json              what was evaluated and how (the resume fingerprint)
+      run.json              what was evaluated and how (the resume fingerprint, per method)
       s3jedi-config.yaml    the resolved config
-      images/<subject>/<prompt_id>-s<seed>.png
+      finetune.json         each (method, subject) fine-tuned by the run: status, seconds, GPU-seconds
+      subjects/, runs/      the subjects the run fine-tuned (a subject store) and their Ray Train runs
+      images/<method>/<subject>/<prompt_id>-s<seed>.png
       parts/part-*.parquet  per-image scores, one file per scored batch (the checkpoint)
       scores.parquet        all per-image scores of the run's cases (rewritten at the end)
-      summary.json, summary.csv, grids/<subject>.jpg, report.html
+      summary.json, summary.csv, grids/<subject>.jpg, report.html, report.md, report.json
 
 A batch's images are written before its part, and a part appears by atomic rename, so after a kill
 every id in ``parts/`` has its image and no id is half-written; a rerun skips exactly those ids.
-A lock file keeps two runs from writing into one directory at once.
+A fine-tuned subject is published (its card written last) before ``finetune.json`` records it, and a
+rerun trains only the (method, subject) pairs that file does not record as done. A lock file keeps
+two runs from writing into one directory at once.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ import pyarrow.parquet as pq
 
 RUN_FILE = "run.json"
 SCORES_FILE = "scores.parquet"
+FINETUNE_FILE = "finetune.json"
+SUBJECTS_DIR = "subjects"
+RUNS_DIR = "runs"
 METADATA_KEY = b"s3jedi.run"
 
 
-def image_path(subject: str, prompt_id: str, seed: int) -> str:
+def image_path(method: str, subject: str, prompt_id: str, seed: int) -> str:
     """Where a case's image lives, relative to the run directory."""
-    return f"images/{subject}/{prompt_id}-s{seed}.png"
+    return f"images/{method}/{subject}/{prompt_id}-s{seed}.png"
 
 
 def first_difference(old, new, where: str = "") -> str | None:
@@ -71,19 +78,23 @@ class RunStore:
 
     def open(self, fingerprint: dict, info: dict) -> None:
         """Start a run or check that the directory holds the same one: results made with other
-        generation or scoring settings must not be mixed in (the error names the first difference)."""
+        scoring settings, or a method's images made with other settings, must not be mixed in (the
+        error names the first difference). A method the directory does not have yet is added."""
         path = self.root / RUN_FILE
-        if path.exists():
-            old = json.loads(path.read_text())["fingerprint"]
-            diff = first_difference(old, fingerprint)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        known = old.get("fingerprint", {})
+        if known:
+            diff = first_difference(known["scoring"], fingerprint["scoring"], "scoring")
+            for method, settings in fingerprint["generators"].items():
+                if diff is None and method in known["generators"]:
+                    diff = first_difference(known["generators"][method], settings, f"generators.{method}")
             if diff:
                 raise ValueError(
                     f"--out {self.root}: holds a run made with different settings ({diff}); "
                     "use another --out or restore the setting to resume"
                 )
-        self._write_info(
-            {**(json.loads(path.read_text()) if path.exists() else {}), **info, "fingerprint": fingerprint}
-        )
+        generators = {**known.get("generators", {}), **fingerprint["generators"]}
+        self._write_info({**old, **info, "fingerprint": {**fingerprint, "generators": generators}})
 
     def _write_info(self, info: dict) -> None:
         path = self.root / RUN_FILE
@@ -97,6 +108,21 @@ class RunStore:
         self._write_info(info)
         return info
 
+    def finetuning(self) -> dict[tuple[str, str], dict]:
+        """(method, subject) → the outcome of its fine-tuning in this run (the latest attempt)."""
+        path = self.root / FINETUNE_FILE
+        rows = json.loads(path.read_text()) if path.exists() else []
+        return {(r["method"], r["subject"]): r for r in rows}
+
+    def record_finetuning(self, outcomes: list[dict]) -> dict[tuple[str, str], dict]:
+        """Add fine-tuning outcomes (a retried pair's new outcome replaces the old); returns them all."""
+        rows = {**self.finetuning(), **{(o["method"], o["subject"]): o for o in outcomes}}
+        path = self.root / FINETUNE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(rows.values(), key=lambda r: (r["method"], r["subject"])), indent=1) + "\n")
+        os.replace(tmp, path)
+        return rows
+
     def _part_files(self) -> list[Path]:
         return sorted(self.parts.glob("part-*.parquet"))
 
@@ -109,10 +135,10 @@ class RunStore:
     def write_batch(self, batch: dict[str, np.ndarray]) -> int:
         """Write a scored batch's images, then its Parquet part; returns the number of rows."""
         paths = []
-        for subject, prompt_id, seed, png in zip(
-            batch["subject"], batch["prompt_id"], batch["seed"], batch["image_png"], strict=True
+        for method, subject, prompt_id, seed, png in zip(
+            batch["method"], batch["subject"], batch["prompt_id"], batch["seed"], batch["image_png"], strict=True
         ):
-            rel = image_path(str(subject), str(prompt_id), int(seed))
+            rel = image_path(str(method), str(subject), str(prompt_id), int(seed))
             target = self.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(png)

@@ -113,7 +113,7 @@ def test_demo_runs_end_to_end_through_the_console_script(zoo_home, tmp_path):
         f"demo {i}/8: {name}" for i, name in enumerate(STEPS, 1)
     ]
     # the project's own lines from Ray workers still come through (here a Ray Train worker's)
-    assert any("RayTrainWorker" in line and "s3jedi.train.jedi: exported JeDi pipeline" in line for line in lines)
+    assert any("RayTrainWorker" in line and "s3jedi.train: exported run=" in line for line in lines)
     summary = json.loads((tmp_path / "demo-summary.json").read_text())
     assert list(summary["steps"]) == list(STEPS) and len(STEPS) == 8  # every step ran, in order
     assert summary["steps"]["S3 dataset build"]["sets"] >= 1

@@ -20,24 +20,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from core.config.base import Section
+from core.config.core_prompts import ANIMATE_CLASSES, ANIMATE_PROMPTS, INANIMATE_PROMPTS
 from core.config.training import OptimSection, RunSection, ScalingSection
-
-# CoRe's regularization prompts: everyday contexts around the subject, so the context tokens' outputs
-# and attention are pulled towards what the super-category word would give them.
-CORE_PROMPTS = [
-    "a photo of {0}",
-    "a photo of {0} on the beach",
-    "a photo of {0} in the jungle",
-    "a photo of {0} in the snow",
-    "a photo of {0} on a city street",
-    "a photo of {0} on top of a wooden table",
-    "a photo of {0} with a mountain in the background",
-    "a photo of {0} wearing a red hat",
-    "a painting of {0} in the style of van gogh",
-    "a watercolor painting of {0}",
-    "a cube shaped {0}",
-    "a purple {0} next to a blue vase",
-]
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
@@ -138,21 +122,72 @@ class DreamBoothSection(MergedSection):
     )
 
 
+TI_CAPTIONS = (
+    "a photo of a {0}",
+    "a rendering of a {0}",
+    "a cropped photo of the {0}",
+    "the photo of a {0}",
+    "a photo of a clean {0}",
+    "a photo of a dirty {0}",
+    "a dark photo of the {0}",
+    "a photo of my {0}",
+    "a photo of the cool {0}",
+    "a close-up photo of a {0}",
+    "a bright photo of the {0}",
+    "a cropped photo of a {0}",
+    "a photo of the {0}",
+    "a good photo of the {0}",
+    "a photo of one {0}",
+    "a close-up photo of the {0}",
+    "a rendition of the {0}",
+    "a photo of the clean {0}",
+    "a rendition of a {0}",
+    "a photo of a nice {0}",
+    "a good photo of a {0}",
+    "a photo of the nice {0}",
+    "a photo of the small {0}",
+    "a photo of the weird {0}",
+    "a photo of the large {0}",
+    "a photo of a cool {0}",
+    "a photo of a small {0}",
+)
+"""Textual Inversion's object captions (Gal et al., the authors' ``imagenet_templates_small``, which the
+diffusers example reuses): each training photo gets one drawn at random per step."""
+
+
 class TextualInversionSection(MergedSection):
+    """Textual Inversion as paper 001 compares with it (§3.1.1, §3.2.1: "3,000-5,000 updating steps"):
+    the sd14 profile trains 3,000 steps (the diffusers example's count at lr 5e-4); the code default
+    (500) is the tiny profile's."""
+
     token: NewTokenSection = Field(default_factory=NewTokenSection)
-    prompt_template: Template = "a photo of {0}"
+    prompt_template: Template = Field(
+        "a photo of {0}", description="the subject's prompt on its card and in validation"
+    )
+    captions: list[Template] = Field(
+        default_factory=lambda: list(TI_CAPTIONS),
+        max_length=1000,
+        description="training captions, one drawn per photo and step ([] = prompt_template for every photo)",
+    )
     train: StageSection = Field(default_factory=lambda: StageSection(steps=500, optim=_optim(5e-4)))
 
 
 class TwoStageSection(MergedSection):
-    """Stage 1 learns an adjective-like token for the subject; stage 2 fine-tunes the UNet on it with the
-    token and the text encoder frozen and no prior preservation."""
+    """Paper 001: stage 1 learns an adjective-like token for the subject; stage 2 fine-tunes the UNet on
+    it with the token and the text encoder frozen and no prior preservation. §4.1 saves stage 2 every
+    200 steps up to 800 and keeps the checkpoint whose images best match the training photos: here
+    each such checkpoint is scored (mean DINO similarity of ``select_images`` samples of the subject's
+    prompt to its photos) and the best one is published, every score on the subject's card."""
 
     token: NewTokenSection = Field(default_factory=lambda: NewTokenSection(token="<rare>", initializer="rare"))
     prompt_template: Template = "a photo of {0} {1}"
     stage1: StageSection = Field(default_factory=lambda: StageSection(steps=100, optim=_optim(5e-4)))
     stage2: StageSection = Field(default_factory=lambda: StageSection(steps=400, optim=_optim(5e-6)))
     unet: UNetTuning = Field(default_factory=lambda: UNetTuning(mode="full"))
+    select_every: int = Field(
+        200, ge=0, le=100_000, description="stage-2 steps between scored checkpoints (§4.1: 200); 0 = publish the last"
+    )
+    select_images: int = Field(4, ge=1, le=256, description="samples of the subject's prompt per scored checkpoint")
 
     @model_validator(mode="after")
     def _check(self) -> TwoStageSection:
@@ -161,30 +196,65 @@ class TwoStageSection(MergedSection):
         return self
 
 
+def _regularization_prompts(value: list[str]) -> list[str]:
+    for prompt in value:
+        if prompt.count("{0}") != 1:
+            raise ValueError(f"{prompt!r} must contain {{0}} exactly once")
+    return value
+
+
+RegularizationPrompts = Annotated[
+    list[str], AfterValidator(_regularization_prompts), Field(min_length=1, max_length=1000)
+]
+
+
 class CoReSection(MergedSection):
-    """CoRe: textual inversion with context regularization, then a UNet stage with the embedding frozen.
-    Defaults are the CoRe authors' public settings on SD2.1-base."""
+    """CoRe (paper 003): textual inversion with context regularization, then the UNet with the
+    embedding frozen; test-time optimization before a prompt is drawn. The paper gives no numbers;
+    the defaults are its authors' public scripts on SD2.1-base (pangy9/CoRe ``train.sh``,
+    ``test_time_optimization.sh``; ``docs/decisions.md``)."""
 
     token: NewTokenSection = Field(default_factory=NewTokenSection)
-    prompt_template: Template = "a photo of {0}"
-    stage1: StageSection = Field(default_factory=lambda: StageSection(steps=300, optim=_optim(5e-3, 0.0)))
-    lambda_emb: float = Field(1.5e-4, ge=0.0, le=100.0, description="weight of the context embedding loss")
-    lambda_attn: float = Field(0.05, ge=0.0, le=100.0, description="weight of the context attention loss")
-    rescale_start: int = Field(120, ge=0, description="first stage-1 step whose update keeps the embedding norm")
+    prompt_template: Template = "a photo of a {0}"
+    stage1: StageSection = Field(
+        default_factory=lambda: StageSection(steps=300, optim=_optim(5e-3)),
+        description="the embedding: 300 steps at lr 5e-3, AdamW with the authors' default weight decay 1e-2",
+    )
+    lambda_emb: float = Field(1.5e-4, ge=0.0, le=100.0, description="weight of L_emb (Eq. 3)")
+    lambda_attn: float = Field(0.05, ge=0.0, le=100.0, description="weight of L_attn (Eq. 4)")
+    rescale_start: int = Field(
+        120, ge=0, description="first stage-1 step whose update keeps the embedding norm (Eq. 6)"
+    )
     rescale_end: int = Field(180, ge=0, description="last stage-1 step whose update keeps the embedding norm")
-    regularization_prompts: list[str] = Field(default_factory=lambda: list(CORE_PROMPTS), min_length=1, max_length=1000)
-    stage2: StageSection = Field(default_factory=lambda: StageSection(steps=1000, optim=_optim(2e-6)))
+    animate_prompts: RegularizationPrompts = Field(
+        default_factory=lambda: list(ANIMATE_PROMPTS), description="regularization prompts of animate subjects"
+    )
+    inanimate_prompts: RegularizationPrompts = Field(
+        default_factory=lambda: list(INANIMATE_PROMPTS), description="regularization prompts of every other subject"
+    )
+    animate_classes: list[str] = Field(
+        default_factory=lambda: list(ANIMATE_CLASSES),
+        max_length=10_000,
+        description="class words whose subjects take animate_prompts",
+    )
+    stage2: StageSection = Field(
+        default_factory=lambda: StageSection(steps=1000, optim=_optim(2e-6)),
+        description="every UNet weight, the embedding frozen",
+    )
     unet: UNetTuning = Field(default_factory=lambda: UNetTuning(mode="full"))
-    prior: PriorSection = Field(default_factory=PriorSection)
-    tto_steps: int = Field(10, ge=0, le=1000, description="test-time optimization steps before sampling a prompt")
+    prior: PriorSection = Field(
+        default_factory=lambda: PriorSection(enabled=False),
+        description="prior preservation in stage 2: off, as in the paper and the authors' stage-2 script",
+    )
+    tto_steps: int = Field(10, ge=0, le=1000, description="test-time optimization steps before a prompt is drawn")
+    tto_optim: OptimSection = Field(
+        default_factory=lambda: _optim(5e-4), description="test-time optimization of the embedding (lr, betas, decay)"
+    )
 
-    @field_validator("regularization_prompts")
-    @classmethod
-    def _prompts(cls, value: list[str]) -> list[str]:
-        for prompt in value:
-            if prompt.count("{0}") != 1:
-                raise ValueError(f"regularization_prompts: {prompt!r} must contain {{0}} exactly once")
-        return value
+    def regularization_prompts(self, class_word: str) -> list[str]:
+        """The list a subject of ``class_word`` regularizes with (paper 003: animate / inanimate)."""
+        animate = class_word.strip().lower() in {c.strip().lower() for c in self.animate_classes}
+        return self.animate_prompts if animate else self.inanimate_prompts
 
     @model_validator(mode="after")
     def _window(self) -> CoReSection:

@@ -1,11 +1,13 @@
 """Concept-driven EM for multi-concept scenes (``multiconcept.*``).
 
-One new token per concept (subjects and background) is learned from 1..M images without masks:
-masks come from the tokens' own cross-attention (averaged over layers and random timesteps,
-thresholded, refined by a DenseCRF) and are re-estimated every ``estep_every`` steps while the tokens
-learn on them; a final phase trains tokens and a UNet LoRA with the masks fixed. The step counts and
-loss weight follow Break-A-Scene (400 steps in two phases, attention loss 0.01); the CRF parameters
-are CutLER's. Defaults are the tiny profile (64 px); the method's step counts are the same everywhere.
+One new token per concept (subjects and background) is learned from 1..M images without masks
+(paper 004): a warm start inverts the tokens on the whole images (no masks); masks then come from the
+tokens' own cross-attention (averaged over layers and random timesteps, thresholded, the image's
+concepts competing for its pixels in a DenseCRF) and are re-estimated every ``estep_every`` steps while
+the tokens learn on them; a final phase trains tokens and the UNet weights with the masks fixed (as
+Break-A-Scene; a LoRA with ``unet.mode: lora``). The step counts, loss weight and phase-2 learning
+rate follow Break-A-Scene (400 steps in two phases, attention loss 0.01, 2e-6); the CRF parameters are
+CutLER's. Defaults are the tiny profile (64 px); the method's step counts are the same everywhere.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from core.config.base import Section
-from core.config.finetune import MergedSection
+from core.config.finetune import MergedSection, UNetTuning
 from core.config.training import OptimSection, RunSection, ScalingSection
 
 
@@ -48,8 +50,11 @@ class MultiConceptSection(MergedSection):
     )
     subject_id: str = Field("{scene}-multiconcept", min_length=1, description="output id; {scene} = folder name")
     resolution: int = Field(64, ge=8, le=2048, description="training image side (multiple of 8)")
+    warmup_steps: int = Field(
+        50, ge=0, le=100_000, description="warm start: token steps on the whole images before the first E-step"
+    )
     em_steps: int = Field(300, ge=0, le=100_000, description="phase 1: token steps with masks re-estimated")
-    joint_steps: int = Field(100, ge=0, le=100_000, description="phase 2: tokens + UNet LoRA, masks fixed")
+    joint_steps: int = Field(100, ge=0, le=100_000, description="phase 2: tokens + UNet, masks fixed")
     estep_every: int = Field(50, ge=1, le=100_000, description="token steps between mask re-estimations")
     estep_timesteps: int = Field(50, ge=1, le=1000, description="random timesteps the attention is averaged over")
     mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="on the min-max normalised attention map")
@@ -58,8 +63,12 @@ class MultiConceptSection(MergedSection):
         "a photo of {concepts}", description="training prompt; {concepts} = the step's tokens joined by ' and '"
     )
     token_optim: OptimSection = Field(default_factory=lambda: _optim(5e-4, 0.0), description="phase 1 (tokens)")
-    joint_optim: OptimSection = Field(default_factory=lambda: _optim(1e-4, 1e-2), description="phase 2")
-    lora_rank: int = Field(4, ge=1, le=256, description="UNet LoRA rank of phase 2")
+    joint_optim: OptimSection = Field(
+        default_factory=lambda: _optim(2e-6, 1e-2), description="phase 2 (Break-A-Scene's 2e-6; ~1e-4 for a LoRA)"
+    )
+    unet: UNetTuning = Field(
+        default_factory=lambda: UNetTuning(mode="full"), description="phase 2: every UNet weight, or a LoRA"
+    )
     crf: CRFSection = Field(default_factory=CRFSection)
     sample_prompts: list[str] = Field(
         default_factory=lambda: ["a photo of {c0} and {c1}", "{c0} next to {c1} on the beach"],
@@ -97,7 +106,7 @@ class MultiConceptSection(MergedSection):
 
     @model_validator(mode="after")
     def _check(self) -> MultiConceptSection:
-        if self.em_steps + self.joint_steps == 0:
+        if self.warmup_steps + self.em_steps + self.joint_steps == 0:
             raise ValueError("em_steps + joint_steps: at least one training step is required")
         if self.scaling.num_workers != 1:
             raise ValueError(f"scaling.num_workers: one worker per scene (got {self.scaling.num_workers})")
@@ -107,4 +116,9 @@ class MultiConceptSection(MergedSection):
 
     @property
     def total_steps(self) -> int:
-        return self.em_steps + self.joint_steps
+        return self.warmup_steps + self.em_steps + self.joint_steps
+
+    @property
+    def em_end(self) -> int:
+        """The last token step (warm start and phase 1); the joint phase follows."""
+        return self.warmup_steps + self.em_steps

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from core.config.base import Section
 from core.config.datagen import StageResources, VllmSection
-from core.config.evaluation import ScoringConfig
+from core.config.evaluation import ConflictSection, ScoringConfig
 from core.config.finetune import MergedSection, Template, UNetTuning
 
 
@@ -68,14 +68,6 @@ class GoldSection(Section):
     text_metric: Literal["negclip_t", "clip_t", "hard_negative_acc"] = Field(
         "negclip_t", description="text score; the paper's NegCLIP-T (models.negclip)"
     )
-
-
-class ConflictSection(Section):
-    """§4's conflict rate: the share of samples whose identity score (CLIP-MI) or text score (NegCLIP-T)
-    is below its minimum. The paper gives no values; these are this project's (docs/decisions.md)."""
-
-    min_identity: float = Field(0.7, ge=-1.0, le=1.0, description="minimum of gold.image_metric (CLIP-MI)")
-    min_text: float = Field(0.25, ge=-1.0, le=1.0, description="minimum of gold.text_metric (NegCLIP-T)")
 
 
 class StudentSection(Section):

@@ -133,7 +133,8 @@ def toy_finetune() -> FinetuneSection:
                 "prior": {"enabled": False},
                 "train": {"steps": 600, "optim": {"lr": 1e-3}},
             },
-            "ti": {"prompt_template": "a {0}", "train": {"steps": 300, "optim": {"lr": 5e-3}}},
+            # TI's English captions mean nothing to the toy text encoder: the world's own caption instead.
+            "ti": {"prompt_template": "a {0}", "captions": [], "train": {"steps": 300, "optim": {"lr": 5e-3}}},
             "two_stage": {
                 "prompt_template": "a {0} {1}",
                 "stage1": {"steps": 100, "optim": {"lr": 5e-3}},
@@ -141,7 +142,8 @@ def toy_finetune() -> FinetuneSection:
             },
             "core": {
                 "prompt_template": "a {0}",
-                "regularization_prompts": [f"a {{0}} on the {scene}" for scene in SCENES],
+                "animate_prompts": [f"a {{0}} on the {scene}" for scene in SCENES],
+                "inanimate_prompts": [f"a {{0}} on the {scene}" for scene in SCENES],
                 "stage1": {"steps": 100},
                 "rescale_start": 40,
                 "rescale_end": 60,

@@ -1,17 +1,22 @@
-"""CoRe's context regularization: keep the *context* of a prompt as the super-category word would leave it.
+"""CoRe's context regularization (paper 003, Eqs. 3-4): keep the *context* of a prompt as the
+super-category word would leave it.
 
 For a regularization prompt with the new token (``a photo of <t> on the beach``) and the same prompt
 with the class word (``a photo of dog on the beach``):
 
-- ``L_emb`` = mean over context tokens of ``1 - cos`` between the text encoder's output for that token
-  in the two prompts;
-- ``L_attn`` = mean over the UNet's cross-attention layers of the mean squared difference between the
-  two prompts' cross-attention maps of the context tokens, on the same noisy latents.
+- ``L_emb`` (Eq. 3) = mean over context tokens i of ``1 - cos(E(v_i), E(v'_i))``, the text encoder's
+  outputs for token i in the two prompts;
+- ``L_attn`` (Eq. 4) = mean over context tokens i of ``(μ_i - μ'_i)²``, where ``μ_i`` is the mean value
+  of token i's cross-attention maps: the mean over a layer's spatial positions (heads averaged), then
+  over the UNet's cross-attention layers (16 in SD) — the order of the authors' code, so a 64×64
+  layer counts as much as an 8×8 one. Over a batch of noisy latents the term is averaged.
 
-Context tokens are the prompt's word tokens other than the subject span (``<t>`` in one prompt, the
-class word's tokens in the other); start, end and padding tokens are not context. The id sequences are
-assembled from the tokenized prefix, subject and suffix, so the context positions are exact whatever
-the lengths of the token and the class word. The class-word side is a fixed target (no gradient).
+Context tokens are every position of the prompt except the subject span (``<t>`` in one prompt, the
+class word's tokens in the other) and the padding after the end token: the start and end tokens
+count (the paper's index set is "after removing the indices of S* and the super-category", and the
+authors' code keeps both; ``docs/decisions.md``). The id sequences are assembled from the tokenized
+prefix, subject and suffix, so the context positions are exact whatever the lengths of the token and
+the class word. The class-word side is a fixed target (no gradient).
 """
 
 from __future__ import annotations
@@ -48,15 +53,15 @@ def prompt_pairs(tokenizer, templates: list[str], subject_text: str, class_word:
             raise ValueError(f"regularization prompt {template!r}: needs {{0}} exactly once")
         before, after = template.split("{0}")
         prefix, suffix = _words(tokenizer, before), _words(tokenizer, after)
-        if not prefix and not suffix:
-            raise ValueError(f"regularization prompt {template!r}: has no context words around {{0}}")
         for side, span in (("subject", subject_words), ("class", class_words)):
             ids = [bos, *prefix, *span, *suffix, eos]
             if len(ids) > length:
                 raise ValueError(f"regularization prompt {template!r}: {len(ids)} tokens, at most {length}")
             rows[f"{side}_ids"].append(ids + [pad] * (length - len(ids)))
             start = 1 + len(prefix) + len(span)
-            rows[f"{side}_context"].append(list(range(1, 1 + len(prefix))) + list(range(start, start + len(suffix))))
+            rows[f"{side}_context"].append(
+                [0, *range(1, 1 + len(prefix)), *range(start, start + len(suffix)), len(ids) - 1]
+            )
     width = {len(c) for c in rows["subject_context"]}
     if len(width) > 1:
         raise ValueError("prompt_pairs: templates of one batch must have the same number of context words")
@@ -69,38 +74,48 @@ def _gather(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 
 
 def embedding_loss(subject_states: torch.Tensor, class_states: torch.Tensor, pairs: PromptPairs) -> torch.Tensor:
+    """Eq. 3: mean over context tokens (and prompts) of ``1 - cos`` of their output embeddings."""
     a = _gather(subject_states, pairs.subject_context)
     b = _gather(class_states, pairs.class_context)
     return (1 - F.cosine_similarity(a, b, dim=-1)).mean()
 
 
-def context_maps(store: AttentionStore, positions: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each layer's maps of the context tokens: ``(B, Q, C)``."""
-    index = positions.unsqueeze(1)
-    return {name: torch.gather(m, 2, index.expand(-1, m.shape[1], -1)) for name, m in store.maps.items()}
+def mean_attention(store: AttentionStore, positions: torch.Tensor) -> torch.Tensor:
+    """``μ`` of Eq. 4 for the tokens at ``positions`` (``(P, C)``, P = 1 or the batch): each layer's
+    maps averaged over its spatial positions, then over the layers → ``(B, C)``."""
+    if not store.maps:
+        raise ValueError("attention_loss: no cross-attention maps were captured (capture_cross_attention(unet)?)")
+    per_layer = []
+    for probs in store.maps.values():  # (B, Q, T), heads averaged
+        index = positions.expand(probs.shape[0], -1)
+        per_layer.append(torch.gather(probs.mean(dim=1), 1, index))
+    return torch.stack(per_layer).mean(dim=0)
 
 
 def attention_loss(subject_store: AttentionStore, class_store: AttentionStore, pairs: PromptPairs) -> torch.Tensor:
-    a = context_maps(subject_store, pairs.subject_context)
-    b = context_maps(class_store, pairs.class_context)
-    if not a or a.keys() != b.keys():
-        raise ValueError("attention_loss: no cross-attention maps were captured (capture_cross_attention(unet)?)")
-    return torch.stack([F.mse_loss(a[name], b[name]) for name in a]).mean()
+    """Eq. 4: mean over context tokens (and noisy latents) of ``(μ_i - μ'_i)²``."""
+    if subject_store.maps.keys() != class_store.maps.keys():
+        raise ValueError("attention_loss: the two prompts' UNet calls captured different layers")
+    mu = mean_attention(subject_store, pairs.subject_context)
+    mu_class = mean_attention(class_store, pairs.class_context)
+    return ((mu - mu_class) ** 2).mean()
 
 
 def context_losses(
     text_encoder, unet, pairs: PromptPairs, noisy: torch.Tensor, timesteps: torch.Tensor, with_attention: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(L_emb, L_attn)`` for the prompt pairs; ``L_attn`` runs the UNet twice on ``noisy`` at
-    ``timesteps`` (``None`` when ``with_attention`` is false). Gradients flow into the subject side."""
+    """``(L_emb, L_attn)`` for one prompt pair (``pairs`` of batch 1); ``L_attn`` runs the UNet twice on
+    the noisy latents ``noisy`` ``(B, C, h, w)`` at ``timesteps`` ``(B,)``, each latent with the pair's
+    prompts (``None`` when ``with_attention`` is false). Gradients flow into the subject side."""
     subject_states = text_encoder(pairs.subject_ids)[0]
     with torch.no_grad():
         class_states = text_encoder(pairs.class_ids)[0]
     l_emb = embedding_loss(subject_states, class_states, pairs)
     if not with_attention:
         return l_emb, None
+    batch = noisy.shape[0]
     subject_store, class_store = AttentionStore(), AttentionStore()
-    unet(noisy, timesteps, subject_states, cross_attention_kwargs={STORE_KWARG: subject_store})
+    unet(noisy, timesteps, subject_states.expand(batch, -1, -1), cross_attention_kwargs={STORE_KWARG: subject_store})
     with torch.no_grad():
-        unet(noisy, timesteps, class_states, cross_attention_kwargs={STORE_KWARG: class_store})
+        unet(noisy, timesteps, class_states.expand(batch, -1, -1), cross_attention_kwargs={STORE_KWARG: class_store})
     return l_emb, attention_loss(subject_store, class_store, pairs)

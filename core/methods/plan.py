@@ -9,7 +9,7 @@ what happens around the optimizer update (CoRe's context regularization and norm
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import torch
@@ -34,7 +34,8 @@ class StepState:
     """What stands for the subject in a prompt (the token's names, or the identifier)."""
     class_word: str
     noisy: torch.Tensor
-    """The step's noisy latents ``(B, C, h, w)`` and their timesteps ``(B,)``."""
+    """The step's noisy latents of instance images ``(B, C, h, w)`` and their timesteps ``(B,)``
+    (class images of prior preservation are not part of them)."""
     timesteps: torch.Tensor
     generator: torch.Generator
     """The step's own generator: a plug-in's draws are keyed by the step like the rest."""
@@ -61,6 +62,22 @@ class StagePlugin(Protocol):
 
 
 @dataclass(frozen=True)
+class Selection:
+    """Checkpoint selection within a stage: every ``every`` steps of it (and at its end, when the
+    stage is longer than ``every``) the weights are scored — ``images`` drawn with the subject's
+    prompt, their mean DINO similarity to the subject's photos — and the best-scoring weights are the
+    ones published. A stage of at most ``every`` steps that is not a multiple of it is not scored."""
+
+    every: int
+    images: int
+
+    def due(self, stage_step: int, stage_steps: int) -> bool:
+        if self.every <= 0 or stage_step <= 0:
+            return False
+        return stage_step % self.every == 0 or (stage_step == stage_steps and stage_steps > self.every)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     steps: int
@@ -68,6 +85,7 @@ class Stage:
     trains: frozenset[str]  # of TOKENS, UNET, TEXT_ENCODER
     prior: PriorSection | None = None
     plugins: tuple[StagePlugin, ...] = ()
+    select: Selection | None = None
 
     def settings(self) -> dict:
         return {
@@ -77,6 +95,7 @@ class Stage:
             "trains": sorted(self.trains),
             "prior": self.prior.model_dump(mode="json") if self.prior else None,
             "plugins": [p.settings() for p in self.plugins],
+            "select": asdict(self.select) if self.select else None,
         }
 
 
@@ -88,6 +107,9 @@ class MethodPlan:
     prompt_template: str
     unet: UNetTuning | None  # how stages that train the UNet (and text encoder) do it
     stages: tuple[Stage, ...]
+    captions: tuple[str, ...] = ()
+    """Training captions of the photos, one drawn per photo and step (TI's list); empty: every photo
+    is captioned with ``prompt_template``."""
 
     @property
     def total_steps(self) -> int:
@@ -113,6 +135,12 @@ class MethodPlan:
     def class_images(self) -> int:
         return max((s.prior.num_images for s in self.stages if s.prior and s.steps), default=0)
 
+    def selection_due(self, step: int) -> bool:
+        """Whether global step ``step`` ends a scored checkpoint of its stage's selection."""
+        index = self.stage_of(step)
+        stage = self.stages[index]
+        return stage.select is not None and stage.select.due(step - self.stage_start(index), stage.steps)
+
     def plugins(self) -> list[StagePlugin]:
         return [p for s in self.stages for p in s.plugins]
 
@@ -125,4 +153,5 @@ class MethodPlan:
             "prompt_template": self.prompt_template,
             "unet": self.unet.model_dump(mode="json") if self.unet else None,
             "stages": [s.settings() for s in self.stages],
+            "captions": list(self.captions),
         }

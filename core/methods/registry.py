@@ -15,6 +15,7 @@ import importlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -31,10 +32,18 @@ class InferenceStep(Protocol):
         ...
 
     def applied(
-        self, pipe: Any, card: SubjectCard, prompt: str, settings: FinetuneSection, steps: int, side: int, seed: int
+        self,
+        pipe: Any,
+        card: SubjectCard,
+        subject_dir: Path,
+        prompt: str,
+        settings: FinetuneSection,
+        steps: int,
+        seed: int,
     ) -> AbstractContextManager[None]:
-        """``pipe`` adapted to ``prompt`` (rendered, naming the subject once) while the context is open;
-        the subject's trained weights come back when it closes."""
+        """``pipe`` adapted to ``prompt`` (a template naming the subject once) while the context is open;
+        the subject's trained weights come back when it closes. ``subject_dir`` holds the subject's
+        files (its card, weights, and the latents of its photos when the method publishes them)."""
         ...
 
 
@@ -48,6 +57,9 @@ class Method:
     inference_step: InferenceStep | None = None
     selectable: bool = True
     """Offered by ``s3jedi finetune --method`` (and ``finetune.method``); other methods have their own command."""
+    instance_latents: bool = False
+    """Its subjects carry the VAE latents of their training photos (``core.subjects``), which its
+    inference step reads (CoRe's test-time optimization noises them)."""
 
 
 METHODS: dict[str, Method] = {}

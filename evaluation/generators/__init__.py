@@ -1,4 +1,4 @@
-"""The generators a benchmark run can evaluate, selected by ``evaluation.generation.method``."""
+"""The generators a benchmark run draws with, one per method of ``evaluation.methods``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ from evaluation.generators.finetuned import FinetunedGenerator
 from evaluation.generators.interface import Generator, SubjectInput
 from evaluation.generators.jedi import JeDiGenerator
 
-GENERATORS = {"jedi": JeDiGenerator, "base": BaseModelGenerator, "finetuned": FinetunedGenerator}
+FINETUNING_FREE = {"jedi": JeDiGenerator, "base": BaseModelGenerator}
 
-__all__ = ["GENERATORS", "Generator", "SubjectInput", "make_generator"]
+__all__ = ["FINETUNING_FREE", "Generator", "SubjectInput", "make_generator"]
 
 
-def make_generator(cfg: S3JediConfig, device: str = "cpu") -> Generator:
-    return GENERATORS[cfg.evaluation.generation.method](cfg, device)
+def make_generator(cfg: S3JediConfig, method: str, device: str = "cpu", store: str | None = None) -> Generator:
+    """The generator of ``method``; a fine-tuning method's subjects come from ``store`` (where the run
+    fine-tuned them) or ``evaluation.finetuned.store``. Loads nothing until it generates."""
+    if method in FINETUNING_FREE:
+        return FINETUNING_FREE[method](cfg, method, device)
+    return FinetunedGenerator(cfg, method, device, store)

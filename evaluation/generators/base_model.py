@@ -6,6 +6,8 @@ say how much identity a method adds beyond drawing the right class.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from PIL import Image
 
 from core import zoo
@@ -13,23 +15,31 @@ from core.config import S3JediConfig
 from evaluation.benchmark import fill
 from evaluation.generators.interface import DTYPES, SubjectInput, seeded
 
-IGNORED = ("references", "guidance", "image_guidance_scale", "joint_targets", "subject_id")
+IGNORED = ("references", "guidance", "image_guidance_scale", "joint_targets")
 """Generation settings that do not apply to a text-only model (left out of its description)."""
 
 
 class BaseModelGenerator:
-    def __init__(self, cfg: S3JediConfig, device: str):
-        self.ref = cfg.models.sd
+    def __init__(self, cfg: S3JediConfig, method: str = "base", device: str = "cpu"):
+        self.cfg, self.method, self.device = cfg, method, device
         self.settings = cfg.evaluation.generation
-        self.pipe = zoo.load("sd", self.ref, home=cfg.home, device=device, dtype=DTYPES[self.settings.dtype])
-        self.pipe.set_progress_bar_config(disable=True)
+
+    @cached_property
+    def pipe(self):
+        pipe = zoo.load(
+            "sd", self.cfg.models.sd, home=self.cfg.home, device=self.device, dtype=DTYPES[self.settings.dtype]
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     def prompt(self, subject: SubjectInput, template: str) -> str:
         return fill(template, "", subject.class_name)
 
-    @classmethod
-    def inputs(cls, cfg: S3JediConfig, subject: SubjectInput) -> list[str]:
+    def inputs(self, subject: SubjectInput) -> list[str]:
         return []
+
+    def load(self, subject: SubjectInput) -> None:
+        self.pipe  # noqa: B018 (the cached property loads the model)
 
     def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
         s = self.settings
@@ -42,6 +52,5 @@ class BaseModelGenerator:
             generator=seeded(seeds),
         ).images
 
-    @classmethod
-    def describe(cls, cfg: S3JediConfig) -> dict:
-        return {"model": cfg.models.sd, **cfg.evaluation.generation.model_dump(mode="json", exclude=set(IGNORED))}
+    def describe(self) -> dict:
+        return {"model": self.cfg.models.sd, **self.settings.model_dump(mode="json", exclude=set(IGNORED))}

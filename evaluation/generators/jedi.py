@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from PIL import Image
 
 from core import zoo
@@ -12,29 +14,37 @@ from evaluation.generators.interface import DTYPES, SubjectInput, seeded
 
 
 class JeDiGenerator:
-    def __init__(self, cfg: S3JediConfig, device: str):
-        self.ref = cfg.models.jedi
+    def __init__(self, cfg: S3JediConfig, method: str = "jedi", device: str = "cpu"):
+        self.cfg, self.method, self.device = cfg, method, device
         self.settings = cfg.evaluation.generation
-        self.pipe = zoo.load("jedi", self.ref, home=cfg.home, device=device, dtype=DTYPES[self.settings.dtype])
-        self.pipe.set_progress_bar_config(disable=True)
+
+    @cached_property
+    def pipe(self):
+        pipe = zoo.load(
+            "jedi", self.cfg.models.jedi, home=self.cfg.home, device=self.device, dtype=DTYPES[self.settings.dtype]
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     def prompt(self, subject: SubjectInput, template: str) -> str:
         return fill(template, "", subject.class_name)
 
-    @classmethod
-    def inputs(cls, cfg: S3JediConfig, subject: SubjectInput) -> list[str]:
-        k = cfg.evaluation.generation.references
+    def inputs(self, subject: SubjectInput) -> list[str]:
+        k = self.settings.references
         if len(subject.photos) < k:
             raise ValueError(
                 f"evaluation.generation.references: {k} references wanted, "
                 f"subject {subject.name!r} has {len(subject.photos)} photos"
             )
-        most = read_spec(cfg.models.jedi, cfg.home).max_set_size - 1
+        most = read_spec(self.cfg.models.jedi, self.cfg.home).max_set_size - 1
         if k > most:
             raise ValueError(
                 f"evaluation.generation.references: {k} references wanted, models.jedi takes at most {most}"
             )
         return [name for name, _ in subject.photos[:k]]
+
+    def load(self, subject: SubjectInput) -> None:
+        self.pipe  # noqa: B018 (the cached property loads the model)
 
     def generate(self, subject: SubjectInput, templates: list[str], seeds: list[int]) -> list[Image.Image]:
         s = self.settings
@@ -51,8 +61,6 @@ class JeDiGenerator:
             generator=seeded(seeds),
         ).images
 
-    @classmethod
-    def describe(cls, cfg: S3JediConfig) -> dict:
-        g = cfg.evaluation.generation
-        unused = {"subject_id"} | ({"guidance_scale"} if g.guidance != "decomposed" else set())
-        return {"model": cfg.models.jedi, **g.model_dump(mode="json", exclude=unused)}
+    def describe(self) -> dict:
+        unused = {"guidance_scale"} if self.settings.guidance != "decomposed" else set()  # Eq. 3 has one scale
+        return {"model": self.cfg.models.jedi, **self.settings.model_dump(mode="json", exclude=unused)}

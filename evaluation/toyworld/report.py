@@ -10,10 +10,10 @@ Files written into the report directory::
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +21,15 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from core.config import S3JediConfig
+from evaluation.document import to_html, to_markdown
+from evaluation.method_table import Column, MethodRow, comparison_blocks
+from evaluation.statistics import compare
 from evaluation.toyworld.experiment import CHANCE, ExperimentResult, Row
 
 IDENTITY_TARGET = 0.9
 
 SCALE = 4
 LABEL_PX = 260
-STYLE = (
-    "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#111}table{border-collapse:collapse;margin:.5em 0 1.5em}"
-    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
-    "img{image-rendering:pixelated;border:1px solid #ccc;max-width:100%}"
-)
 
 
 def _pct(est: dict) -> str:
@@ -171,6 +169,41 @@ def finetune_table(result: ExperimentResult) -> list[list[str]]:
     return out
 
 
+COMPARED = [
+    Column("identity", "identity (oracle)"),
+    Column("scene", "scene accuracy"),
+    Column("shape", "shape"),
+    Column("colour", "colour"),
+]
+"""The method comparison's columns: ToyWorld's oracle readings in place of the benchmark's scores."""
+
+
+def method_rows(cfg: S3JediConfig, result: ExperimentResult) -> tuple[list[MethodRow], str]:
+    """The method comparison (the report code the DreamBooth benchmark uses): the floor, JeDi with 2
+    references (the reference row), and each fine-tuning method, differences paired over trials."""
+    ev = cfg.toyworld.eval
+    reference = "jedi-k2" if any(r.condition.key == "jedi-k2" for r in result.rows) else result.best_lambda
+    frame = pd.DataFrame.from_records(result.records)
+    by_key = {key: group for key, group in frame.groupby("condition")}
+    metrics = [c.key for c in COMPARED]
+    subjects = len({t.subject for t in result.trials})
+    rows = []
+    for row in result.rows:
+        cond = row.condition
+        if cond.key not in ("floor", reference) and cond.method is None:
+            continue
+        difference = None
+        if cond.key != reference:
+            found = compare(
+                by_key[reference], by_key[cond.key], ev.resamples, ev.confidence, cfg.seed, metrics, key="trial"
+            )
+            difference = {d.metric: asdict(d.diff) for d in found}
+        tuned = result.finetune["seconds"][cond.method] / subjects if cond.method else 0.0
+        cost = {"finetune_s": tuned, "finetune_gpu_s": None, "s_per_image": None, "first_image_s": None}
+        rows.append(MethodRow(cond.key, cond.label, row.metrics, row.metrics["identity"]["n"], cost, difference))
+    return rows, reference
+
+
 def failure_table(result: ExperimentResult, row: Row) -> list[list[str]]:
     """What the oracle read where ``row`` missed the identity: the investigation's first clue."""
     misses = [r for r in result.records if r["condition"] == row.condition.key and not r["identity"]]
@@ -259,6 +292,7 @@ def _blocks(cfg: S3JediConfig, result: ExperimentResult, grids: list[str]) -> li
             ["row a", "row b", "identity a − b", "scene a − b", "trials"],
             comparison_table(result) or [["–", "–", "–", "–", "0"]],
         ),
+        *_comparison_blocks(cfg, result),
         *_finetune_blocks(cfg, result),
         ("h", 2, "Mean target losses"),
         ("table", ["setting", "MSE"], [[k, f"{v:.5f}"] for k, v in result.losses.items()]),
@@ -268,6 +302,21 @@ def _blocks(cfg: S3JediConfig, result: ExperimentResult, grids: list[str]) -> li
     ]
     blocks += [("img", g, g) for g in grids]
     return blocks
+
+
+def _comparison_blocks(cfg: S3JediConfig, result: ExperimentResult) -> list[tuple]:
+    rows, reference = method_rows(cfg, result)
+    if len(rows) < 3:  # no fine-tuning method: the results table says it all
+        return []
+    return [
+        ("h", 2, "Method comparison"),
+        (
+            "p",
+            "Shaped like the DreamBooth benchmark's method table (the same report code): the oracle's identity "
+            "and scene accuracy in place of CLIP and DINO; fine-tuning seconds per novel subject.",
+        ),
+        *comparison_blocks(rows, COMPARED, reference, cfg.toyworld.eval.confidence, unit="trials"),
+    ]
 
 
 def _finetune_blocks(cfg: S3JediConfig, result: ExperimentResult) -> list[tuple]:
@@ -293,55 +342,6 @@ def _finetune_blocks(cfg: S3JediConfig, result: ExperimentResult) -> list[tuple]
     ]
 
 
-def _cell_html(text: str) -> str:
-    escaped = html.escape(text)
-    return escaped.replace("**no**", "<b>no</b>")
-
-
-def to_markdown(blocks: list[tuple]) -> str:
-    out = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h":
-            out.append("#" * block[1] + " " + block[2])
-        elif kind == "p":
-            out.append(block[1])
-        elif kind == "table":
-            header, rows = block[1], block[2]
-            out.append(
-                "\n".join(
-                    [
-                        "| " + " | ".join(header) + " |",
-                        "|" + "---|" * len(header),
-                        *("| " + " | ".join(r) + " |" for r in rows),
-                    ]
-                )
-            )
-        elif kind == "img":
-            out.append(f"![{block[2]}]({block[1]})")
-    return "\n\n".join(out) + "\n"
-
-
-def to_html(blocks: list[tuple]) -> str:
-    body = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h":
-            body.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
-        elif kind == "p":
-            body.append(f"<p>{html.escape(block[1])}</p>")
-        elif kind == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in r) + "</tr>" for r in block[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif kind == "img":
-            body.append(f"<p><img src='{html.escape(block[1])}' alt='{html.escape(block[2])}'></p>")
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>ToyWorld report</title><style>{STYLE}</style>"
-        f"</head><body>{''.join(body)}</body></html>\n"
-    )
-
-
 def _json_safe(value):
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -359,7 +359,7 @@ def write_report(cfg: S3JediConfig, result: ExperimentResult, out: Path) -> Path
         grids.append(f"grids/{slug}.png")
     blocks = _blocks(cfg, result, grids)
     (out / "report.md").write_text(to_markdown(blocks))
-    (out / "report.html").write_text(to_html(blocks))
+    (out / "report.html").write_text(to_html(blocks, "ToyWorld report"))
     pd.DataFrame.from_records(result.records).to_csv(out / "records.csv", index=False)
     payload = {
         "settings": cfg.toyworld.eval.model_dump(),

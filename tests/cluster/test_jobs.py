@@ -24,7 +24,7 @@ def test_each_kind_runs_the_module_a_local_run_uses():
         "train": ["-m", "training", "jedi", "--config", "tiny"],
         "precompute-latents": ["-m", "training", "precompute-latents", "--config", "tiny", "--out", "/data/s3"],
         "finetune": ["-m", "training", "finetune", "--config", "tiny"],
-        "eval": ["-m", "evaluation", "--config", "tiny", "--out", "/data/s3"],
+        "eval": ["-m", "cluster.cli", "eval", "--config", "tiny", "--out", "/data/s3"],
         "selfdistill": ["-m", "training", "selfdistill", "--config", "tiny"],
         "multiconcept": ["-m", "training", "multiconcept", "--config", "tiny"],
         "toyworld-train": ["-m", "training", "toyworld", "train", "--config", "tiny"],

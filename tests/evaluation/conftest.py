@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from core.config import load_config
+from evaluation.store import RunStore
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import REPO
 
 TINY_RUN = [
     "evaluation.selection.subjects=[dog, cat]",
@@ -52,3 +59,24 @@ def jedi_run(zoo_home, ray_local, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("eval") / "jedi"
     return run_evaluation(tiny_config(), out)
+
+
+def kill_at_first_checkpoint(command: list[str], out: Path, settings: list[str], limit_s: float) -> set[str]:
+    """Run ``python -m <command> --out OUT --set ...`` and kill it, driver and the local Ray it started,
+    once its first scored batch is checkpointed; returns the ids it had scored."""
+    args = [sys.executable, "-m", *command, "--out", str(out)]
+    for assignment in settings:
+        args += ["--set", assignment]
+    # Its own session, so the kill takes the driver and the local Ray it started, nothing else.
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    store = RunStore(out)
+    deadline = time.monotonic() + limit_s
+    try:
+        while not list(store.parts.glob("part-*.parquet")):
+            assert proc.poll() is None, f"the run ended before writing a part: {proc.stderr.read().decode()[-3000:]}"
+            assert time.monotonic() < deadline, f"no scored batch within {limit_s:.0f} s"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return store.done_ids()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -38,8 +39,10 @@ def test_bad_input_is_one_line_naming_the_field(tmp_path):
     assert "evaluation.selection.subjects: 'unicorn'" in error
     error = one_line_error(runner.invoke(app, ["eval", "--set", "evaluation.generation.resolution=60"]))
     assert "evaluation.generation.resolution" in error and "multiple of 8" in error
-    error = one_line_error(runner.invoke(app, ["eval", "--method", "dreambooth"]))
-    assert "evaluation.generation.method" in error
+    error = one_line_error(runner.invoke(app, ["eval", "--methods", "jedi,magic", "--out", str(tmp_path)]))
+    assert "evaluation.methods: 'magic' is not one of jedi, base, dreambooth" in error
+    error = one_line_error(runner.invoke(app, ["eval", "--methods", "jedi", "--reference", "base"]))
+    assert "reference: 'base' is not one of the methods (jedi)" in error
     error = one_line_error(runner.invoke(app, ["eval", "--refs", "6", "--subjects", "cat", "--out", str(tmp_path)]))
     assert "evaluation.generation.references: 6 references wanted, subject 'cat' has 5 photos" in error
     error = one_line_error(runner.invoke(app, ["eval", "--refs", "4", "--subjects", "cat", "--out", str(tmp_path)]))
@@ -54,12 +57,32 @@ def test_jedi_guidance_options_are_checked_as_config_fields():
     assert "evaluation.generation.image_guidance_scale" in error
 
 
-def fake_run(root, scoring: dict, protocol: str = "prompts"):
+def fake_run(root, scoring: dict, methods=("jedi",)):
     """A finished run directory as ``compare`` reads it (scores + run description)."""
     frame = pd.DataFrame(
-        {"id": ["dog/p00/0", "dog/p00/1"], "protocol": protocol, "subject": "dog", "clip_t": [0.2, 0.3]}
+        [
+            {
+                "id": f"{m}/dog/p00/{seed}",
+                "case": f"dog/p00/{seed}",
+                "method": m,
+                "subject": "dog",
+                "prompt_id": "p00",
+                "template": "a {0} {1}",
+                "sample": seed,
+                "clip_t": 0.2 + 0.1 * seed + 0.05 * i,
+            }
+            for i, m in enumerate(methods)
+            for seed in (0, 1)
+        ]
     )
-    RunStore(root).write_scores(frame, {"fingerprint": {"generator": {}, "scoring": scoring}})
+    info = {
+        "fingerprint": {"generators": {}, "scoring": scoring},
+        "protocols": ["dreambooth"],
+        "selection": {"prompts": 2, "samples": 2},
+        "reference": methods[0],
+        "out": str(root),
+    }
+    RunStore(root).write_scores(frame, info)
     return root
 
 
@@ -69,6 +92,23 @@ def test_compare_refuses_runs_scored_differently(tmp_path):
     error = one_line_error(runner.invoke(app, ["eval", "compare", str(a), str(b)]))
     assert "scored differently (backbones.clip ('ViT-B-32/openai' -> 'ViT-L-14/openai'))" in error
     error = one_line_error(runner.invoke(app, ["eval", "compare", str(a), str(a), "--protocol", "simple"]))
-    assert "has no 'simple' images (it has: prompts)" in error
+    assert "did not evaluate 'simple' (it has: dreambooth)" in error
+    error = one_line_error(runner.invoke(app, ["eval", "compare", f"{a}:base", str(a)]))
+    assert "the run has no 'base' images (it has: jedi)" in error
     error = one_line_error(runner.invoke(app, ["eval", "compare", str(a), str(tmp_path / "nope")]))
     assert "no scores.parquet" in error
+
+
+def test_compare_methods_of_one_run_and_across_runs(tmp_path):
+    backbones = {"backbones": {"clip": "ViT-B-32/openai"}}
+    both = fake_run(tmp_path / "both", backbones, methods=("jedi", "dreambooth"))
+    result = runner.invoke(app, ["eval", "compare", str(both), "--json"])
+    assert result.exit_code == 0, result.output
+    (found,) = json.loads(result.output)
+    assert (found["a"], found["b"]) == (f"{both}:jedi", f"{both}:dreambooth") and found["paired"]
+    assert found["differences"][0]["diff"]["mean"] == pytest.approx(0.05)
+    error = one_line_error(runner.invoke(app, ["eval", "compare", str(both), str(both)]))
+    assert f"holds 2 methods; name one: {both}:jedi, {both}:dreambooth" in error
+    other = fake_run(tmp_path / "other", backbones, methods=("dreambooth",))
+    result = runner.invoke(app, ["eval", "compare", f"{both}:dreambooth", str(other)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "B − A" in result.output and "CLIP-T" in result.output

@@ -34,8 +34,8 @@ def frame(values: dict[str, list[float]], ids=None) -> pd.DataFrame:
     subjects = ["dog", "cat"] * (n // 2)
     return pd.DataFrame(
         {
-            "id": ids or [f"{s}/p00/{i}" for i, s in enumerate(subjects)],
-            "protocol": "prompts",
+            "case": ids or [f"{s}/p00/{i}" for i, s in enumerate(subjects)],
+            "method": "jedi",
             "subject": subjects,
             **values,
         }
@@ -44,11 +44,15 @@ def frame(values: dict[str, list[float]], ids=None) -> pd.DataFrame:
 
 def test_summary_rows_per_subject_and_overall():
     rows = summarize(frame({"clip_t": [0.1, 0.3, 0.2, 0.5]}), resamples=200, confidence=0.95, seed=0)
-    assert [(r["subject"], r["images"]) for r in rows] == [("cat", 2), ("dog", 2), ("all", 4)]
+    assert [(r["method"], r["subject"], r["images"]) for r in rows] == [
+        ("jedi", "cat", 2),
+        ("jedi", "dog", 2),
+        ("jedi", "all", 4),
+    ]
     assert rows[0]["metrics"]["clip_t"]["mean"] == pytest.approx(0.4)
     assert rows[2]["metrics"]["clip_t"]["mean"] == pytest.approx(0.275)
     table = flat(rows)
-    assert list(table.columns) == ["protocol", "subject", "images", "clip_t", "clip_t_lo", "clip_t_hi", "clip_t_n"]
+    assert list(table.columns) == ["method", "subject", "images", "clip_t", "clip_t_lo", "clip_t_hi", "clip_t_n"]
 
 
 def test_paired_difference_cancels_what_the_cases_share():
@@ -67,6 +71,6 @@ def test_paired_difference_cancels_what_the_cases_share():
 
 def test_paired_compare_uses_only_the_common_ids():
     a = frame({"clip_t": [0.1, 0.2, 0.3, 0.4]})
-    b = frame({"clip_t": [0.2, 0.3]}, ids=list(a["id"][:2]))
+    b = frame({"clip_t": [0.2, 0.3]}, ids=list(a["case"][:2]))
     (d,) = compare(a, b, resamples=100, confidence=0.9, seed=0)
     assert (d.a.mean, d.b.mean, d.diff.mean) == (pytest.approx(0.15), pytest.approx(0.25), pytest.approx(0.1))

@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core.subjects import EMBEDDINGS_FILE, LORA_FILE, read_card
+from core.subjects import EMBEDDINGS_FILE, INSTANCE_LATENTS_FILE, LORA_FILE, read_card
 from tests.finetune.conftest import FAST, ft_config
 from training.cli import app as training_app
 from training.finetune.recipe import SubjectRecipe
@@ -221,7 +221,12 @@ def test_two_stage_and_core_write_subjects_that_load_and_sample_with_tto(zoo_hom
         assert metrics["step"] == {"two-stage": 4, "core": 7}[job.method] and metrics["stage"] == "unet"
     for sid, token in (("dog-two-stage", "<rare>"), ("dog-core", "<sks>")):
         card = read_card(tmp_path / "store" / sid)
-        assert card.tokens == [token] and card.weights.present() == {"embeddings": EMBEDDINGS_FILE, "unet": "unet"}
+        latents = {"instance_latents": INSTANCE_LATENTS_FILE} if sid == "dog-core" else {}
+        assert card.tokens == [token] and card.weights.present() == {
+            "embeddings": EMBEDDINGS_FILE,
+            "unet": "unet",
+            **latents,
+        }
         pipe = StableDiffusionPipeline.from_pretrained(zoo.resolve("sd", "tiny"), safety_checker=None)
         pipe.unet = UNet2DConditionModel.from_pretrained(str(tmp_path / "store" / sid / "unet"))
         pipe.load_textual_inversion(str(tmp_path / "store" / sid / EMBEDDINGS_FILE), token=token)

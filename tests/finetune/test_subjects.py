@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from core.config import ConfigError, load_config
 from core.methods import METHODS, method_plan, parse_methods
+from core.methods.plan import Selection
 from core.subjects import make_subject_id as subject_id
 from training.cli import app as training_app
 from training.finetune.subjects import SubjectDataError, decode_image, discover
@@ -65,8 +66,10 @@ def test_methods_parse_and_plan():
         ("unet", 400, 5e-6),
     ]
     assert [(s.name, s.steps, s.optim.lr) for s in plans["core"].stages] == [("token", 300, 5e-3), ("unet", 1000, 2e-6)]
-    assert plans["core"].class_images() == 200 and plans["two-stage"].class_images() == 0
-    (core,) = plans["core"].stages[0].plugins  # CoRe's context regularization, a plug-in of its first stage
+    assert plans["dreambooth"].class_images() == 200
+    assert plans["core"].class_images() == 0 and plans["two-stage"].class_images() == 0, "no prior preservation"
+    (regularization,) = plans["core"].stages[0].plugins  # CoRe's context regularization, a plug-in of stage 1
+    core = regularization.core
     tto_steps = METHODS["core"].inference_step.default_steps(cfg)
     assert (core.lambda_emb, core.lambda_attn, core.rescale_start, core.rescale_end, tto_steps) == (
         1.5e-4,
@@ -75,6 +78,7 @@ def test_methods_parse_and_plan():
         180,
         10,
     )
+    assert plans["core"].stages[0].optim.weight_decay == 1e-2 and METHODS["core"].instance_latents
     assert plans["two-stage"].new_token.token == "<rare>" and plans["two-stage"].new_token.initializer == "rare"
     assert plans["dreambooth"].stages[0].prior.num_images == 200 and plans["dreambooth"].identifier == "sks"
     assert plans["core"].stage_of(300) == 0 and plans["core"].stage_of(301) == 1
@@ -87,7 +91,10 @@ def test_methods_parse_and_plan():
         ("finetune.scaling.num_workers=2", "one worker per subject"),
         ("finetune.core.stage1.steps=100", "core.rescale_end (180) exceeds core.stage1.steps (100)"),
         ("finetune.two_stage.stage2.steps=900", "200-800 steps"),
-        ("finetune.core.regularization_prompts=[a photo]", "must contain {0} exactly once"),
+        (
+            "finetune.core.animate_prompts=[a photo]",
+            "finetune.core.animate_prompts: Value error, 'a photo' must contain {0} exactly once",
+        ),
         ("finetune.ti.train.optim.lrr=1", "finetune.ti.train.optim.lrr: unknown field"),
         ("finetune.precision=bf16", "needs GPU workers"),
     ],
@@ -111,3 +118,21 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "--method: 'lora'" in result.output
     result = runner.invoke(training_app, ["finetune", "--subjects", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "is not a directory" in result.output
+
+
+def test_two_stage_scores_every_200_stage2_steps_up_to_800_in_sd14():
+    """Paper 001 §4.1 in the sd14 profile: stage 2 is 800 steps, scored at 200, 400, 600 and 800."""
+    plan = method_plan(load_config("sd14").finetune, "two-stage")
+    assert [(s.steps, s.optim.lr) for s in plan.stages] == [(100, 5e-4), (800, 5e-6)]
+    assert [step for step in range(1, plan.total_steps + 1) if plan.selection_due(step)] == [300, 500, 700, 900]
+    ti = load_config("sd14").finetune.ti
+    assert ti.train.steps == 3000 and len(ti.captions) == 27
+    tiny = method_plan(load_config("tiny").finetune, "two-stage")  # 400 steps: 200 and 400
+    assert [step for step in range(1, tiny.total_steps + 1) if tiny.selection_due(step)] == [300, 500]
+    short = Selection(every=200, images=1)
+    assert [s for s in range(1, 101) if short.due(s, 100)] == [] and [
+        s for s in range(1, 301) if short.due(s, 300)
+    ] == [
+        200,
+        300,
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from core.methods.tokens import row_norms
 from tests.finetune.conftest import assert_same, ft_config, make_tuner, state
@@ -40,6 +41,28 @@ def test_new_token_starts_at_the_initializer_words_embedding(zoo_home, tmp_path,
         *tok("a photo of", add_special_tokens=False).input_ids,
         *tuner.token.ids.tolist(),
     ]
+
+
+def test_textual_inversion_captions_each_photo_with_a_drawn_template(zoo_home, tmp_path, dog_photos):
+    """Each photo of a step gets one of TI's caption templates; every other draw of the step is what
+    the single-template plan draws."""
+    from core.config.finetune import TI_CAPTIONS
+
+    fast = ("finetune.batch_size=4", "finetune.ti.train.steps=5")
+    tuner = make_tuner(ft_config(tmp_path, *fast), "ti", dog_photos)
+    single = make_tuner(ft_config(tmp_path, *fast, "finetune.ti.captions=[]"), "ti", dog_photos)
+    assert len(TI_CAPTIONS) == 27 and tuner.plan.captions == TI_CAPTIONS and single.plan.captions == ()
+    captions = {tuple(tuner.models.token_ids([c.replace("{0}", tuner.token.text)])[0].tolist()) for c in TI_CAPTIONS}
+    seen = set()
+    for step in range(1, 6):
+        batch, plain = tuner.batch(step), single.batch(step)
+        rows = {tuple(r) for r in batch.ids.tolist()}
+        assert rows <= captions, "a photo was captioned with something else"
+        seen |= rows
+        assert {tuple(r) for r in plain.ids.tolist()} == {tuple(single.instance_ids[0].tolist())}
+        for a, b in ((batch.latents, plain.latents), (batch.noise, plain.noise), (batch.timesteps, plain.timesteps)):
+            assert torch.equal(a, b)
+    assert len(seen) > 5, "the captions are not drawn"
 
 
 def test_an_existing_token_is_refused(zoo_home, tmp_path, dog_photos):
@@ -105,3 +128,51 @@ def test_checkpoint_restore_continues_exactly(zoo_home, tmp_path, dog_photos, me
         (straight.models.unet, resumed.models.unet),
     ):
         assert_same(state(a), state(b))
+
+
+def test_two_stage_publishes_its_best_scored_stage2_checkpoint_with_every_score(zoo_home, tmp_path, dog_photos):
+    """Paper 001 §4.1: stage 2 is scored every ``select_every`` steps (and at its end) by the mean DINO
+    similarity of samples of the subject's prompt to its photos; the best weights are published, and
+    they and the scores survive a checkpoint."""
+    from diffusers import UNet2DConditionModel
+
+    from core import zoo
+    from core.subjects import read_card
+
+    cfg = ft_config(
+        tmp_path,
+        "finetune.two_stage.stage1.steps=1",
+        "finetune.two_stage.stage2.steps=4",
+        "finetune.two_stage.stage2.optim.lr=0.05",
+        "finetune.two_stage.select_every=2",
+        "finetune.two_stage.select_images=2",
+    )
+    tuner = make_tuner(cfg, "two-stage", dog_photos)
+    dino = zoo.load("dino", "tiny")
+    photos = dino.encode_images([Image.fromarray(p) for p in dog_photos])
+    unets, scores = {}, {}
+    for step in range(1, 6):
+        metrics = tuner.train_step(step)
+        if step in (3, 5):  # stage-2 steps 2 and 4
+            samples = dino.encode_images([tuner.draw(cfg.seed + i) for i in range(2)])
+            scores[step] = float((samples @ photos.T).mean())  # unit-norm features: cosines
+            assert metrics["val/selection_dino"] == pytest.approx(scores[step], abs=1e-5)
+            unets[step] = state(tuner.models.unet)
+        else:
+            assert "val/selection_dino" not in metrics
+    best = max(scores, key=scores.get)
+    assert tuner.best[0] == best and tuner.scores == pytest.approx(scores, abs=1e-5)
+
+    (tmp_path / "ckpt").mkdir()
+    meta = {**tuner.save(tmp_path / "ckpt"), "step": 5}
+    assert best == 3 and (tmp_path / "ckpt" / "best_unet.safetensors").is_file(), "the earlier weights are kept"
+    resumed = make_tuner(cfg, "two-stage", dog_photos)
+    resumed.restore(tmp_path / "ckpt", meta)
+    resumed.export(tmp_path / "export")
+    card = read_card(tmp_path / "store" / "dog-two-stage")
+    assert card.metrics["selected_step"] == best
+    assert {k: v for k, v in card.metrics.items() if k.startswith("selection_dino")} == pytest.approx(
+        {f"selection_dino_step_{s}": v for s, v in scores.items()}, abs=1e-5
+    )
+    published = UNet2DConditionModel.from_pretrained(str(tmp_path / "store" / "dog-two-stage" / "unet"))
+    assert_same(unets[best], state(published))

@@ -10,6 +10,7 @@ from core.config import S3JediConfig, load_config
 from tests.finetune.conftest import one_torch_thread  # noqa: F401  (shared fixture)
 
 FAST = [
+    "multiconcept.warmup_steps=0",
     "multiconcept.em_steps=4",
     "multiconcept.estep_every=2",
     "multiconcept.joint_steps=2",
@@ -18,7 +19,8 @@ FAST = [
     "multiconcept.scaling.cpus_per_worker=0.5",
     "ray.num_cpus=2",
 ]
-"""Two alternations of two token steps, then two joint steps; E-steps at steps 0, 2 and 4."""
+"""No warm start (its own test), two alternations of two token steps, then two joint steps; E-steps at
+steps 0, 2 and 4."""
 
 
 def settings(tmp: Path, *overrides: str) -> list[str]:

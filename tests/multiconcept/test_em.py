@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from core import zoo
-from core.subjects import EMBEDDINGS_FILE, LORA_FILE, apply_subject, read_card
+from core.subjects import EMBEDDINGS_FILE, UNET_DIR, apply_subject, read_card
 from tests.multiconcept.conftest import settings
 from training.cli import app as training_app
 from training.shell import checkpoint as ckpt
@@ -55,12 +55,12 @@ def test_em_alternates_and_writes_masks_history_and_iou_curve(run):
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["00.png", "01.png"]
 
 
-def test_tokens_and_lora_load_into_plain_diffusers_and_draw_combined_prompts(run):
+def test_tokens_and_unet_load_into_plain_diffusers_and_draw_combined_prompts(run):
     tmp, _ = run
     subject = tmp / "store" / "duo-multiconcept"
     card = read_card(subject)
     assert (card.method, card.tokens, card.steps) == ("multiconcept", ["<c0>", "<c1>", "<c2>"], 6)
-    assert card.weights.present() == {"lora": LORA_FILE, "embeddings": EMBEDDINGS_FILE}
+    assert card.weights.present() == {"unet": UNET_DIR, "embeddings": EMBEDDINGS_FILE}, "the UNet itself (phase 2)"
     assert card.metrics["mask_iou_baseline"] >= 0 and "mask_iou" in card.metrics
     rows = load_file(str(subject / EMBEDDINGS_FILE))
     assert sorted(rows) == card.tokens and all(v.shape == (1, 32) for v in rows.values())

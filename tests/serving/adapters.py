@@ -14,7 +14,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from core.subjects import EMBEDDINGS_FILE, LORA_FILE, UNET_DIR, SubjectCard, SubjectWeights, write_card
+from core.methods import METHODS
+from core.subjects import (
+    EMBEDDINGS_FILE,
+    INSTANCE_LATENTS_FILE,
+    LORA_FILE,
+    UNET_DIR,
+    SubjectCard,
+    SubjectWeights,
+    write_card,
+)
 
 
 def _card(subject_id: str, method: str, weights: SubjectWeights, tokens=("<sks>",)) -> SubjectCard:
@@ -64,7 +73,12 @@ def make_ti_subject(
     if word_norm:
         rows = {t: r / r.norm() * table.norm(dim=-1).mean() for t, r in rows.items()}
     save_file(rows, str(out / EMBEDDINGS_FILE))
-    write_card(out, _card(subject_id, method, SubjectWeights(embeddings=EMBEDDINGS_FILE), tokens))
+    weights = {"embeddings": EMBEDDINGS_FILE}
+    if METHODS[method].instance_latents:  # CoRe: the VAE latents of its (here: two random 32 px) photos
+        latents = {"mean": torch.randn(2, 4, 4, 4, generator=gen), "std": torch.full((2, 4, 4, 4), 0.1)}
+        save_file(latents, str(out / INSTANCE_LATENTS_FILE))
+        weights["instance_latents"] = INSTANCE_LATENTS_FILE
+    write_card(out, _card(subject_id, method, SubjectWeights(**weights), tokens))
     return out
 
 

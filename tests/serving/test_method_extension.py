@@ -33,7 +33,7 @@ class NormalisedEmbedding:
         return 1
 
     @contextmanager
-    def applied(self, pipe, card, prompt, settings, steps, side, seed) -> Iterator[None]:
+    def applied(self, pipe, card, subject_dir, prompt, settings, steps, seed) -> Iterator[None]:
         weight = pipe.text_encoder.get_input_embeddings().weight
         ids = find_token(pipe.tokenizer, card.tokens[0], weight.device).ids
         trained = weight.detach()[ids].clone()
@@ -66,8 +66,8 @@ def test_a_method_defined_outside_the_code_base_goes_all_the_way(served, dreambo
         "finetune.resolution=32",
         "finetune.ti.train.steps=2",
         "finetune.scaling.cpus_per_worker=0.5",
-        "evaluation.generation.method=finetuned",
-        f"evaluation.generation.subject_id='{{subject}}-{NAME}'",  # quoted: YAML reads {..} as a mapping
+        f"evaluation.methods=[{NAME}]",
+        f"evaluation.finetuned.store={served.store}",
         "evaluation.selection.subjects=[dog]",
         "evaluation.selection.prompts=1",
         "evaluation.selection.samples=1",
@@ -89,4 +89,5 @@ def test_a_method_defined_outside_the_code_base_goes_all_the_way(served, dreambo
     (row,) = frame.to_dict("records")
     assert row["prompt"] == "a <sks> dog in the jungle" and row["inputs"] == ""
     assert -1 <= row["clip_t"] <= 1 and -1 <= row["clip_i"] <= 1 and -1 <= row["dino"] <= 1
-    assert [(r["subject"], r["images"]) for r in result.summary] == [("dog", 1), ("all", 1)]
+    rows = result.summary["protocols"][0]["rows"]
+    assert [(r["method"], r["subject"], r["images"]) for r in rows] == [(NAME, "dog", 1), (NAME, "all", 1)]

@@ -84,6 +84,10 @@ def test_eval_command_adds_the_fine_tuning_rows(smoke_recipe, smoke_config, tmp_
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "| CoRe on the toy base, 3 renders | – |" in report and "| base model as plain SD" in report
     assert "## Fine-tuning rows" in report
+    # The method comparison is the DreamBooth benchmark's table: JeDi the reference, CoRe paired with it.
+    comparison = report.split("## Method comparison")[1].split("## Fine-tuning rows")[0]
+    assert "| JeDi, 2 references, λ = 1 (reference) |" in comparison and "Δ identity (oracle) ↑" in comparison
+    assert "| CoRe on the toy base, 3 renders |" in comparison and "fine-tuning s / subject" in comparison
     # The subjects were published to the experiment's own store, on the converted base.
     cards = list((tmp_path / "eval" / "finetune").glob("*/store/*/card.json"))
     assert [json.loads(c.read_text())["method"] for c in cards] == ["core"]

@@ -2,7 +2,8 @@
 
 What goes in follows from what the plan trained: learned tokens → ``learned_embeds.safetensors``
 (``load_textual_inversion``), LoRA → ``pytorch_lora_weights.safetensors`` (``load_lora_weights``),
-a fully trained UNet or text encoder → its own diffusers/transformers directory; the card last.
+a fully trained UNet or text encoder → its own diffusers/transformers directory; for a method whose
+inference step reads them (CoRe), the VAE latents of the subject's photos; the card last.
 """
 
 from __future__ import annotations
@@ -10,8 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.methods import get
 from core.methods.plan import TEXT_ENCODER, UNET
-from core.subjects import EMBEDDINGS_FILE, TEXT_ENCODER_DIR, UNET_DIR, SubjectCard, SubjectWeights, write_card
+from core.subjects import (
+    EMBEDDINGS_FILE,
+    INSTANCE_LATENTS_FILE,
+    TEXT_ENCODER_DIR,
+    UNET_DIR,
+    SubjectCard,
+    SubjectWeights,
+    write_card,
+)
 from training.finetune.model_card import write_model_card
 from training.shell.lora import save_lora
 
@@ -30,6 +40,13 @@ def write_subject(recipe: SubjectRecipe, out: Path, metrics: dict[str, float]) -
         rows = models.text_encoder.get_input_embeddings().weight[recipe.token.ids]
         save_file({recipe.token.token: rows.detach().float().cpu().contiguous()}, str(out / EMBEDDINGS_FILE))
         weights["embeddings"] = EMBEDDINGS_FILE
+    if get(plan.method).instance_latents:
+        mean, std = recipe.photo_latents()
+        save_file(
+            {"mean": mean.float().cpu().contiguous(), "std": std.float().cpu().contiguous()},
+            str(out / INSTANCE_LATENTS_FILE),
+        )
+        weights["instance_latents"] = INSTANCE_LATENTS_FILE
     if recipe.lora:
         parts = ((UNET, models.unet), (TEXT_ENCODER, models.text_encoder))
         weights["lora"] = save_lora(out, {part: module for part, module in parts if part in trained})

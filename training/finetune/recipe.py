@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from core import storage
 from core.config import S3JediConfig
 from core.config.training import RunSection, ScalingSection
+from core.logs import get_logger
 from core.methods import method_plan
 from core.methods.plan import TEXT_ENCODER, TOKENS, UNET, StepState
 from core.methods.tokens import LearnedToken, RowGuard, add_token, row_norms
@@ -42,6 +43,8 @@ from training.shell.ray_run import nested_run
 from training.shell.recipe import Recipe, Worker
 from training.shell.sd_parts import SDParts, load_base, sample_posterior
 from training.shell.seeds import step_generator
+
+log = get_logger("finetune")
 
 
 @dataclass(frozen=True)
@@ -178,10 +181,12 @@ class SubjectRecipe(Recipe):
         self.subject_text = self.token.text if self.token else plan.identifier
         # One prompt per instance image: the photos share the instance prompt, extra images bring theirs.
         self.num_photos = len(images)
+        self.photos = images
         prompts = [plan.prompt_template] * len(images)
         if extra is not None and len(extra[0]):
             images, prompts = np.concatenate([images, extra[0]]), prompts + list(extra[1])
         self.instance_ids = m.token_ids([self.render(p) for p in prompts])
+        self.caption_ids = m.token_ids([self.render(c) for c in plan.captions]) if plan.captions else None
         self.class_ids = m.token_ids([cfg.finetune.class_images.prompt.replace("{1}", job.class_word)])
         # Posteriors of every image and its mirror image: (2, N, 4, h, w).
         plain, mirrored = m.latent_posterior(images), m.latent_posterior(np.ascontiguousarray(images[:, :, ::-1]))
@@ -191,6 +196,15 @@ class SubjectRecipe(Recipe):
             raise ValueError(f"{job.subject}: prior preservation needs class images, none were given")
         self.stage_index: int | None = None
         self.last: dict[str, float] = {}
+        self.done = 0  # steps taken so far
+        self.scores: dict[int, float] = {}  # checkpoint selection: global step -> score
+        self.best: tuple[int, dict[str, dict[str, torch.Tensor]]] | None = None  # its step and weights (CPU)
+        self.scorer = None  # the DINO scorer and the photos' features, loaded at the first selection
+
+    def photo_latents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAE posterior (mean, std) of the subject's photos, unflipped (extra instances excluded)."""
+        mean, std = self.instance
+        return mean[0, : self.num_photos], std[0, : self.num_photos]
 
     def render(self, template: str) -> str:
         return template.replace("{0}", self.subject_text).replace("{1}", self.job.class_word)
@@ -241,6 +255,10 @@ class SubjectRecipe(Recipe):
             ids = torch.cat([ids, self.class_ids.expand(bs, -1)])
         noise = torch.randn(latents.shape, generator=g).to(self.device)
         timesteps = torch.randint(0, m.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g)
+        if self.caption_ids is not None:  # drawn last: the other draws stay those of a plan without captions
+            captions = self.caption_ids[torch.randint(len(self.caption_ids), (bs,), generator=g)]
+            photo = (idx < self.num_photos).to(ids.device)[:, None]
+            ids = torch.cat([torch.where(photo, captions.to(ids.device), ids[:bs]), ids[bs:]])
         return SubjectBatch(step, index, latents, ids, noise, timesteps.to(self.device), g)
 
     def step(self, batch: SubjectBatch) -> dict[str, float]:
@@ -258,8 +276,8 @@ class SubjectRecipe(Recipe):
             self.token,
             self.subject_text,
             self.job.class_word,
-            noisy,
-            batch.timesteps,
+            noisy[:bs],
+            batch.timesteps[:bs],
             batch.generator,
             batch.step - self.plan.stage_start(batch.stage),
         )
@@ -291,8 +309,46 @@ class SubjectRecipe(Recipe):
         self.last = metrics
         return metrics
 
+    def train_step(self, step: int) -> dict[str, float]:
+        metrics = self.step(self.batch(step))
+        self.done = step
+        if self.plan.selection_due(step):
+            metrics["val/selection_dino"] = self.select(step)
+        return metrics
+
     def status(self) -> dict:
         return {"stage": self.plan.stages[self.stage_index].name} if self.stage_index is not None else {}
+
+    # -- checkpoint selection (two-stage, paper 001 §4.1) -----------------------------------------
+    @torch.no_grad()
+    def selection_score(self) -> float:
+        """Mean DINO cosine of ``select.images`` samples of the subject's prompt (the validation
+        sampler, seeds ``seed..``) to the subject's photos: "the images that most closely matched the
+        training images" (paper 001 §4.1)."""
+        from PIL import Image
+
+        from core import zoo
+        from core.metrics.similarity import mean_similarity
+
+        if self.scorer is None:
+            dino = zoo.load("dino", self.cfg.models.dino, device=str(self.device))
+            self.scorer = dino, dino.encode_images([Image.fromarray(p) for p in self.photos])
+        dino, photos = self.scorer
+        count = self.plan.stages[self.stage_index].select.images
+        images = [self.draw(self.cfg.seed + i) for i in range(count)]
+        return float(mean_similarity(dino.encode_images(images), photos).mean())
+
+    def select(self, step: int) -> float:
+        """Score the weights after step ``step``; keep a CPU copy of them when they score best so far."""
+        score = self.selection_score()
+        self.scores[step] = score
+        if self.best is None or score > self.scores[self.best[0]]:
+            self.best = step, self._states(self.stage_index, cpu=True)
+        log.info("checkpoint scored", subject=self.job.subject_id, step=step, dino=round(score, 4))
+        return score
+
+    def checkpoint_due(self, step: int) -> bool:
+        return self.plan.selection_due(step)  # a score (and maybe the best weights) to keep
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _parts(self, index: int) -> dict[str, torch.nn.Module | None]:
@@ -305,32 +361,26 @@ class SubjectRecipe(Recipe):
                 parts[f"{part}_lora" if self.lora else part] = module
         return parts
 
-    def save(self, directory: Path) -> dict:
+    def _states(self, index: int, cpu: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+        """The weights stages ``0..index`` trained, by checkpoint part name (copies on the CPU if ``cpu``)."""
         from peft.utils import get_peft_model_state_dict
 
-        for name, module in self._parts(self.stage_index).items():
+        states = {}
+        for name, module in self._parts(index).items():
             if name == "tokens":
                 state = {"rows": self.models.text_encoder.get_input_embeddings().weight[self.token.ids]}
             elif name.endswith("_lora"):
                 state = get_peft_model_state_dict(module)
             else:
                 state = module.state_dict()
-            ckpt.write_weights(directory, name, state)
-        self.optimization.save(directory)
-        return {"stage": self.stage_index, "method": self.plan.method, "subject_id": self.job.subject_id}
+            states[name] = {k: v.detach().to("cpu", copy=True) for k, v in state.items()} if cpu else state
+        return states
 
-    def restore(self, directory: Path, meta: dict) -> None:
-        """Load a checkpoint written by ``save``. The optimizer state is loaded when the next step
-        belongs to the same stage (a checkpoint at a stage's end starts the next afresh)."""
+    def _load_states(self, states: dict[str, dict[str, torch.Tensor]]) -> None:
         from peft.utils import set_peft_model_state_dict
 
-        if meta.get("method") != self.plan.method:
-            raise ValueError(f"{directory}: not a {self.plan.method} checkpoint of this run")
-        step, stage = meta["step"], meta["stage"]
-        for name, module in self._parts(stage).items():
-            state = ckpt.read_weights(directory, name)
-            if state is None:
-                raise ValueError(f"{directory}: checkpoint lacks {name}.safetensors")
+        for name, state in states.items():
+            module = self._parts(len(self.plan.stages) - 1).get(name)
             if name == "tokens":
                 with torch.no_grad():
                     self.models.text_encoder.get_input_embeddings().weight[self.token.ids] = state["rows"].to(
@@ -340,6 +390,40 @@ class SubjectRecipe(Recipe):
                 set_peft_model_state_dict(module, state)
             else:
                 module.load_state_dict(state)
+
+    def save(self, directory: Path) -> dict:
+        for name, state in self._states(self.stage_index).items():
+            ckpt.write_weights(directory, name, state)
+        if self.best is not None and self.best[0] != self.done:  # older weights scored best: keep them too
+            for name, state in self.best[1].items():
+                ckpt.write_weights(directory, f"best_{name}", state)
+        self.optimization.save(directory)
+        return {
+            "stage": self.stage_index,
+            "method": self.plan.method,
+            "subject_id": self.job.subject_id,
+            "selection": {str(k): v for k, v in self.scores.items()},
+            "best_step": self.best[0] if self.best else None,
+        }
+
+    def restore(self, directory: Path, meta: dict) -> None:
+        """Load a checkpoint written by ``save``. The optimizer state is loaded when the next step
+        belongs to the same stage (a checkpoint at a stage's end starts the next afresh)."""
+        if meta.get("method") != self.plan.method:
+            raise ValueError(f"{directory}: not a {self.plan.method} checkpoint of this run")
+        step, stage = meta["step"], meta["stage"]
+        states = {}
+        for name in self._parts(stage):
+            states[name] = ckpt.read_weights(directory, name)
+            if states[name] is None:
+                raise ValueError(f"{directory}: checkpoint lacks {name}.safetensors")
+        self._load_states(states)
+        self.done = step
+        self.scores = {int(k): v for k, v in meta.get("selection", {}).items()}
+        best = meta.get("best_step")
+        if best is not None:
+            kept = states if best == step else {n: ckpt.read_weights(directory, f"best_{n}") for n in states}
+            self.best = best, {n: {k: v.to("cpu", copy=True) for k, v in s.items()} for n, s in kept.items()}
         if step < self.plan.total_steps and self.plan.stage_of(step + 1) == stage:
             self.start_stage(stage)
             self.optimization.load(directory)
@@ -350,8 +434,8 @@ class SubjectRecipe(Recipe):
         return step == self.steps or bool(every and step % every == 0)
 
     @torch.no_grad()
-    def validation(self, step: int):
-        """The instance prompt drawn by the parts as they are now (CPU generator, the run's seed)."""
+    def draw(self, seed: int):
+        """The instance prompt drawn by the parts as they are now (CPU generator seeded ``seed``)."""
         m, side = self.models, self.cfg.finetune.resolution
         modes = m.unet.training, m.text_encoder.training
         m.unet.eval()
@@ -361,16 +445,24 @@ class SubjectRecipe(Recipe):
             num_inference_steps=self.cfg.finetune.validation_steps,
             height=side,
             width=side,
-            generator=torch.Generator().manual_seed(self.cfg.seed),
+            generator=torch.Generator().manual_seed(seed),
         ).images[0]
         m.unet.train(modes[0])
         m.text_encoder.train(modes[1])
         return image
+
+    def validation(self, step: int):
+        return self.draw(self.cfg.seed)
 
     def exported(self) -> bool:
         return published(self.cfg, self.job.subject_id, self.plan.method, self.steps)
 
     def export(self, directory: Path) -> str:
         out = directory / self.job.subject_id
-        write_subject(self, out, {k: float(v) for k, v in self.last.items()})
+        metrics = {k: float(v) for k, v in self.last.items()}
+        if self.best is not None:  # the best-scoring checkpoint is the subject; every score goes with it
+            self._load_states(self.best[1])
+            metrics["selected_step"] = float(self.best[0])
+            metrics.update({f"selection_dino_step_{step}": score for step, score in sorted(self.scores.items())})
+        write_subject(self, out, metrics)
         return SubjectStore(store_location(self.cfg)).publish(out)

@@ -29,10 +29,26 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, cfg: CRFSection) -> np.ndarr
     return np.asarray(crf.inference(cfg.iterations), dtype=np.float32).reshape(labels, height, width)
 
 
-def refine_mask(image: np.ndarray, mask: np.ndarray, cfg: CRFSection) -> np.ndarray:
-    """A binary mask refined as CutLER does it: the labels (background, foreground) as logits 0/1,
-    softmaxed (a soft 0.27/0.73 unary, so the image can overrule the mask), CRF, arg max."""
-    fg = mask.astype(np.float32)
-    logits = np.stack([1.0 - fg, fg])
+TIE_BREAK = 1e-3
+"""Weight of a concept's attention in the logits where binary masks overlap: the concept attending
+more wins a tie, while the masks themselves still decide everything else."""
+
+
+def refine_masks(
+    image: np.ndarray, masks: np.ndarray, cfg: CRFSection, strength: np.ndarray | None = None
+) -> np.ndarray:
+    """Binary masks ``(K, H, W)`` of competing concepts refined together (paper 004 §3, "Mask
+    extraction"): the stack of masks plus one label for "none of them" (on where no mask is) is passed
+    through a softmax over the labels — logits 1 where a mask is on, 0 elsewhere, so a soft
+    0.73/0.27 unary for one mask, as CutLER's binary refinement, which the image can overrule — and is
+    the DenseCRF's unary; each pixel then takes its most probable label, so the refined masks are
+    disjoint. ``strength`` ``(K, H, W)`` in [0, 1] (the normalised attention) adds ``TIE_BREAK·strength``
+    to the concepts' logits. With ``cfg.enabled`` false the unary's arg max is taken directly."""
+    on = masks.astype(np.float32)
+    logits = np.concatenate([on, 1.0 - on.max(axis=0, keepdims=True)])
+    if strength is not None:
+        logits[:-1] += TIE_BREAK * strength.astype(np.float32)
     probs = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True)
-    return dense_crf(image, probs, cfg).argmax(axis=0) == 1
+    posterior = dense_crf(image, probs, cfg) if cfg.enabled else probs
+    labels = posterior.argmax(axis=0)
+    return np.stack([labels == k for k in range(len(masks))])

@@ -1,18 +1,22 @@
 """Concept-driven EM on one scene: the recipe the training shell runs — no Ray in here.
 
-``SceneRecipe`` holds the base model with one new token per concept and a (zero-initialised) UNet
-LoRA, the scene's images as VAE posteriors, and the current concept masks.
+``SceneRecipe`` holds the base model with one new token per concept (and, with ``unet.mode: lora``, a
+zero-initialised UNet LoRA), the scene's images as VAE posteriors, and the current concept masks.
 
+- **Warm start** (steps ``1..warmup_steps``): the tokens are inverted on the whole images, each prompt
+  naming every concept of its image, with the plain diffusion loss — no masks yet (paper 004 §3,
+  "Optimization": inversion without masking gives the initial tokens).
 - **E-step** (``estimate_masks``): for each image, the prompt naming all its concepts is run through
   the UNet at ``estep_timesteps`` random timesteps; each concept token's cross-attention, averaged over
   every cross-attention layer and those timesteps (``core.attention_maps.timestep_averaged_maps``),
-  becomes its mask (``masks.attention_masks``: threshold + DenseCRF). Step 0's masks come from the
-  initial tokens alone — the no-update baseline.
+  becomes its mask (``masks.attention_masks``: threshold, then the image's concepts compete for its
+  pixels in a DenseCRF). The first E-step (after the warm start) gives the initial masks — what the
+  no-update baseline keeps.
 - **M-step** (``train_step``): one image, a random non-empty subset of its concepts, the prompt naming
   them; loss = diffusion loss inside the union of their masks (Break-A-Scene's masked loss) +
   ``lambda_attn`` · MSE between each token's max-normalised attention map and its mask. Phase 1
   (``em_steps``) trains the tokens, with an E-step every ``estep_every`` steps and at the phase's end;
-  phase 2 (``joint_steps``) trains tokens and the LoRA with the masks fixed.
+  phase 2 (``joint_steps``) trains the tokens and the UNet weights (or its LoRA) with the masks fixed.
 
 All randomness of a step comes from a generator keyed by (seed, scene, step), so nothing random is
 checkpointed and a resumed run draws what an uninterrupted one would. A checkpoint is taken after
@@ -68,8 +72,10 @@ def scene_run(cfg: S3JediConfig, subject_id: str) -> RunSection:
 
 
 def estep_due(step: int, mc: MultiConceptSection) -> bool:
-    """E-steps: before training (the baseline), every ``estep_every`` token steps, and at phase 1's end."""
-    return step == 0 or (step <= mc.em_steps and (step % mc.estep_every == 0 or step == mc.em_steps))
+    """E-steps: after the warm start (the initial masks), every ``estep_every`` phase-1 steps, and at
+    phase 1's end."""
+    start, end = mc.warmup_steps, mc.em_end
+    return step == start or (start < step <= end and ((step - start) % mc.estep_every == 0 or step == end))
 
 
 @dataclass
@@ -144,7 +150,9 @@ class SceneRecipe(Recipe):
                     with torch.no_grad():
                         table[token.ids] = table.mean(0) + table.std(0) * torch.randn_like(table[token.ids])
                 self.tokens.append(token)
-            m.unet.add_adapter(lora_config(mc.lora_rank, mc.lora_rank, UNET_LORA_TARGETS))
+            self.lora = mc.unet.mode == "lora"
+            if self.lora:
+                m.unet.add_adapter(lora_config(mc.unet.lora_rank, mc.unet.lora_alpha, UNET_LORA_TARGETS))
         self.token_ids = torch.cat([t.ids for t in self.tokens])  # (K,): one vector per concept
         m.unet.requires_grad_(False)
         m.text_encoder.requires_grad_(False)
@@ -210,7 +218,7 @@ class SceneRecipe(Recipe):
         return {"val/mask_iou": entry["mean_iou"]} if "mean_iou" in entry else {}
 
     def begin(self, step: int) -> dict[str, float]:
-        return self.estep(0) if self.masks is None else {}
+        return self.estep(0) if self.masks is None and self.cfg.multiconcept.warmup_steps == 0 else {}
 
     # -- M-step -----------------------------------------------------------------------------------
     def start_phase(self, phase: int) -> None:
@@ -219,26 +227,29 @@ class SceneRecipe(Recipe):
         weight = m.text_encoder.get_input_embeddings().weight
         params = [weight]
         if phase == JOINT_PHASE:
-            params += [p for n, p in m.unet.named_parameters() if "lora_" in n]
+            params += [p for n, p in m.unet.named_parameters() if "lora_" in n or not self.lora]
         for p in params:
             p.requires_grad_(True)
         m.unet.train(phase == JOINT_PHASE)
-        optim, steps = (mc.token_optim, mc.em_steps) if phase == TOKENS_PHASE else (mc.joint_optim, mc.joint_steps)
+        optim, steps = (mc.token_optim, mc.em_end) if phase == TOKENS_PHASE else (mc.joint_optim, mc.joint_steps)
         self.optimization = Optimization(params, optim, steps, self.precision, self.device)
         self.guard = RowGuard(weight, self.token_ids)
         self.phase = phase
 
     def phase_of(self, step: int) -> int:
-        return TOKENS_PHASE if step <= self.cfg.multiconcept.em_steps else JOINT_PHASE
+        return TOKENS_PHASE if step <= self.cfg.multiconcept.em_end else JOINT_PHASE
 
     def batch(self, step: int) -> SceneBatch:
-        """Step ``step``'s image, a random non-empty subset of its concepts, latents, noise, timesteps."""
+        """Step ``step``'s image, a random non-empty subset of its concepts (all of them in the warm
+        start), latents, noise, timesteps."""
         m = self.models
         g = step_generator(self.cfg.seed, self.scene.name, step)
         image = int(torch.randint(len(self.scene.images), (1,), generator=g))
         present = [int(k) for k in np.nonzero(self.scene.present[image])[0]]
-        count = int(torch.randint(1, len(present) + 1, (1,), generator=g))
-        concepts = [present[int(j)] for j in torch.randperm(len(present), generator=g)[:count]]
+        concepts = present
+        if step > self.cfg.multiconcept.warmup_steps:
+            count = int(torch.randint(1, len(present) + 1, (1,), generator=g))
+            concepts = [present[int(j)] for j in torch.randperm(len(present), generator=g)[:count]]
         latents = sample_posterior(self.posterior[0][image : image + 1], self.posterior[1][image : image + 1], g)
         noise = torch.randn(latents.shape, generator=g).to(self.device)
         timesteps = torch.randint(0, m.noise_scheduler.config.num_train_timesteps, (1,), generator=g).to(self.device)
@@ -250,34 +261,41 @@ class SceneRecipe(Recipe):
         return {**metrics, **self.estep(step)} if estep_due(step, self.cfg.multiconcept) else metrics
 
     def step(self, batch: SceneBatch) -> dict[str, float]:
-        """One optimizer step (an M-step) at global step ``batch.step`` with the current masks."""
-        if self.mask_targets is None:
-            raise RuntimeError("train_step: no masks yet; run estimate_masks(0) first")
+        """One optimizer step at global step ``batch.step``: the warm start's unmasked inversion, or an
+        M-step with the current masks."""
+        mc, m = self.cfg.multiconcept, self.models
+        warm = batch.step <= mc.warmup_steps
+        if self.mask_targets is None and not warm:
+            raise RuntimeError("train_step: no masks yet; run estimate_masks first")
         phase = self.phase_of(batch.step)
         if phase != self.phase:
             self.start_phase(phase)
-        mc, m = self.cfg.multiconcept, self.models
         ids, positions = self.encode(batch.concepts)
         noisy = m.noise_scheduler.add_noise(batch.latents, batch.noise, batch.timesteps)
-        targets = self.mask_targets[batch.image, batch.concepts]  # (S, h, w)
-        union = targets.amax(dim=0)
+        metrics = {}
         with autocast(self.precision, self.device):
             states = m.text_encoder(ids)[0]
             store = AttentionStore()
             pred = m.unet(noisy, batch.timesteps, states, cross_attention_kwargs={STORE_KWARG: store}).sample.float()
             target = m.target(batch.latents, batch.noise, batch.timesteps).float()
             error = ((pred - target) ** 2).mean(dim=1)[0]  # (h, w)
-            loss_diffusion = (error * union).sum() / union.sum().clamp_min(1.0)
-            maps = token_maps(store, positions, self.latent_size)[0]  # (S, h, w)
-            maps = maps / maps.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-            loss_attention = F.mse_loss(maps, targets)
-            loss = loss_diffusion + mc.lambda_attn * loss_attention
+            if warm:
+                loss = loss_diffusion = error.mean()
+            else:
+                targets = self.mask_targets[batch.image, batch.concepts]  # (S, h, w)
+                union = targets.amax(dim=0)
+                loss_diffusion = (error * union).sum() / union.sum().clamp_min(1.0)
+                maps = token_maps(store, positions, self.latent_size)[0]  # (S, h, w)
+                maps = maps / maps.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+                loss_attention = F.mse_loss(maps, targets)
+                loss = loss_diffusion + mc.lambda_attn * loss_attention
+                metrics["loss_attention"] = float(loss_attention.detach())
         self.optimization.backward(loss)
         grad_norm = self.optimization.step(self.guard)
         self.last = {
             "loss": float(loss.detach()),
             "loss_diffusion": float(loss_diffusion.detach()),
-            "loss_attention": float(loss_attention.detach()),
+            **metrics,
             "grad_norm": grad_norm,
             "lr": self.optimization.lr,
             "concepts": float(len(batch.concepts)),
@@ -294,12 +312,22 @@ class SceneRecipe(Recipe):
     def token_rows(self) -> torch.Tensor:
         return self.models.text_encoder.get_input_embeddings().weight[self.token_ids].detach()
 
+    @property
+    def unet_part(self) -> str:
+        return "unet_lora" if self.lora else "unet"
+
     def save(self, directory: Path) -> dict:
+        """Tokens always; the UNet (or its LoRA) once the joint phase trains it; the masks once estimated."""
         from peft.utils import get_peft_model_state_dict
 
         ckpt.write_weights(directory, "tokens", {"rows": self.token_rows()})
-        ckpt.write_weights(directory, "unet_lora", get_peft_model_state_dict(self.models.unet))
-        ckpt.write_weights(directory, "masks", {"masks": torch.from_numpy(self.masks.astype(np.uint8))})
+        if self.phase == JOINT_PHASE:
+            unet = self.models.unet
+            ckpt.write_weights(
+                directory, self.unet_part, get_peft_model_state_dict(unet) if self.lora else unet.state_dict()
+            )
+        if self.masks is not None:
+            ckpt.write_weights(directory, "masks", {"masks": torch.from_numpy(self.masks.astype(np.uint8))})
         if self.phase is not None:
             self.optimization.save(directory)
         return {
@@ -319,8 +347,14 @@ class SceneRecipe(Recipe):
         with torch.no_grad():
             rows = ckpt.read_weights(directory, "tokens")["rows"]
             self.models.text_encoder.get_input_embeddings().weight[self.token_ids] = rows.to(self.device)
-        set_peft_model_state_dict(self.models.unet, ckpt.read_weights(directory, "unet_lora"))
-        self.set_masks(ckpt.read_weights(directory, "masks")["masks"].numpy().astype(bool))
+        unet = ckpt.read_weights(directory, self.unet_part)
+        if unet is not None and self.lora:
+            set_peft_model_state_dict(self.models.unet, unet)
+        elif unet is not None:
+            self.models.unet.load_state_dict(unet)
+        masks = ckpt.read_weights(directory, "masks")
+        if masks is not None:
+            self.set_masks(masks["masks"].numpy().astype(bool))
         self.history = list(meta["history"])
         step, phase = meta["step"], meta["phase"]
         if phase is not None and step < self.steps and self.phase_of(step + 1) == phase:

@@ -4,12 +4,12 @@
   and ``history/step-NNNNNN.png``: the same as one picture (rows = images; the image, then each
   concept's mask over it in red);
 - ``iou.json`` (when the scene has ground truth): mean IoU at every E-step (the curve), the no-update
-  baseline (step 0: masks from the initial attention only) and per-concept values; ``iou.parquet``
+  baseline (the first E-step's masks, after the warm start, kept) and per-concept values; ``iou.parquet``
   holds every (step, image, concept) IoU;
 - ``samples/NN.png``: images for ``multiconcept.sample_prompts`` drawn with the learned tokens;
 - ``summary.json``, written last.
 
-The subject itself (the K learned tokens in ``learned_embeds.safetensors`` and the UNet LoRA) is
+The subject itself (the K learned tokens in ``learned_embeds.safetensors`` and the UNet, or its LoRA) is
 published to the subject store like any fine-tuned subject (method ``multiconcept``), so
 ``core.subjects.apply_subject`` loads it into a plain diffusers pipeline.
 """
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from core.subjects import EMBEDDINGS_FILE, SubjectCard, SubjectWeights, write_card
+from core.subjects import EMBEDDINGS_FILE, UNET_DIR, SubjectCard, SubjectWeights, write_card
 from training.multiconcept.masks import scene_iou
 from training.multiconcept.scene import Scene, fill_concepts
 from training.shell.lora import save_lora
@@ -101,13 +101,18 @@ def iou_table(scene: Scene, history: list[dict]) -> pa.Table:
 def write_subject(
     recipe: SceneRecipe, out: Path, subject_id: str, steps: int, metrics: dict[str, float]
 ) -> SubjectCard:
-    """The scene's tokens and LoRA in the subject-store format (``out`` is named after the subject id)."""
+    """The scene's tokens and UNet (or its LoRA) in the subject-store format (``out`` is named after the
+    subject id)."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     rows = recipe.token_rows().float().cpu()
     save_file({t.token: rows[k : k + 1].contiguous() for k, t in enumerate(recipe.tokens)}, str(out / EMBEDDINGS_FILE))
-    lora = save_lora(out, {"unet": recipe.models.unet})
+    if recipe.lora:
+        weights = {"lora": save_lora(out, {"unet": recipe.models.unet})}
+    else:
+        recipe.models.unet.save_pretrained(str(out / UNET_DIR), safe_serialization=True)
+        weights = {"unet": UNET_DIR}
     card = SubjectCard(
         subject_id=subject_id,
         method="multiconcept",
@@ -115,7 +120,7 @@ def write_subject(
         tokens=recipe.scene.tokens,
         class_word="scene",
         prompt_template=recipe.cfg.multiconcept.prompt_template.replace("{concepts}", "{0}"),
-        weights=SubjectWeights(lora=lora, embeddings=EMBEDDINGS_FILE),
+        weights=SubjectWeights(embeddings=EMBEDDINGS_FILE, **weights),
         steps=steps,
         metrics=metrics,
     )
@@ -124,7 +129,7 @@ def write_subject(
 
 
 def draw_samples(recipe: SceneRecipe, outputs: Path) -> list[str]:
-    """One image per sample prompt, drawn by the trained parts themselves (tokens + LoRA)."""
+    """One image per sample prompt, drawn by the trained parts themselves (tokens + UNet)."""
     mc = recipe.cfg.multiconcept
     pipe = recipe.models.sd_pipeline()
     recipe.models.unet.eval()

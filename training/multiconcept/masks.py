@@ -1,8 +1,10 @@
 """Concept masks from attention maps, and how well they match the truth.
 
-``attention_masks`` is the E-step's last part: a concept's attention (already averaged over layers
-and timesteps) is upsampled to the image, min-max normalised, thresholded and refined with the
-DenseCRF against the image. ``latent_masks`` brings masks back to the latent grid for the losses.
+``attention_masks`` is the E-step's last part: each concept's attention (already averaged over layers
+and timesteps) is upsampled to the image, min-max normalised and thresholded; the image's concepts
+then compete for its pixels (``crf.refine_masks``: their binary masks stacked, softmaxed over the
+concepts and a "none" label, DenseCRF against the image, one label per pixel). ``latent_masks``
+brings masks back to the latent grid for the losses.
 """
 
 from __future__ import annotations
@@ -12,20 +14,18 @@ import torch
 import torch.nn.functional as F
 
 from core.config.multiconcept import CRFSection
-from training.multiconcept.crf import refine_mask
+from training.multiconcept.crf import refine_masks
 
 
 def attention_masks(maps: torch.Tensor, image: np.ndarray, threshold: float, crf: CRFSection) -> np.ndarray:
-    """``(K, h, w)`` attention maps of one image → ``(K, R, R)`` bool masks for its ``(R, R, 3)`` pixels."""
+    """``(K, h, w)`` attention maps of one image's concepts → ``(K, R, R)`` disjoint bool masks for its
+    ``(R, R, 3)`` pixels."""
     side = image.shape[:2]
     up = F.interpolate(maps[None].float(), size=side, mode="bilinear", align_corners=False)[0]
     low = up.amin(dim=(1, 2), keepdim=True)
     high = up.amax(dim=(1, 2), keepdim=True)
     normalised = ((up - low) / (high - low).clamp_min(1e-12)).cpu().numpy()
-    masks = normalised > threshold
-    if crf.enabled:
-        masks = np.stack([refine_mask(image, m, crf) for m in masks])
-    return masks
+    return refine_masks(image, normalised > threshold, crf, strength=normalised)
 
 
 def latent_masks(masks: np.ndarray, size: tuple[int, int], device) -> torch.Tensor:
