@@ -86,7 +86,10 @@ def test_eval_command_adds_the_fine_tuning_rows(smoke_recipe, smoke_config, tmp_
     assert "## Fine-tuning rows" in report
     # The method comparison is the DreamBooth benchmark's table: JeDi the reference, CoRe paired with it.
     comparison = report.split("## Method comparison")[1].split("## Fine-tuning rows")[0]
-    assert "| JeDi, 2 references, λ = 1 (reference) |" in comparison and "Δ identity (oracle) ↑" in comparison
+    assert (
+        "| JeDi, 2 references (defaults: paper λ = 2) (reference) |" in comparison
+        and "Δ identity (oracle) ↑" in comparison
+    )
     assert "| CoRe on the toy base, 3 renders |" in comparison and "fine-tuning s / subject" in comparison
     # The subjects were published to the experiment's own store, on the converted base.
     cards = list((tmp_path / "eval" / "finetune").glob("*/store/*/card.json"))
