@@ -72,3 +72,29 @@ def test_three_methods_fine_tune_draw_score_and_resume(zoo_home, ray_local, tmp_
     again_dog = frame[frame["subject"] == "dog"].set_index("id").sort_index()
     redrawn = pd.read_parquet(reused.out_dir / "scores.parquet").set_index("id").sort_index()
     pd.testing.assert_series_equal(redrawn["clip_i"], again_dog["clip_i"], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_self_distillation_is_fine_tuned_and_drawn_in_the_run(zoo_home, ray_local, tmp_path):
+    """Self-distillation trains through its own runner (teacher, mining, student), not the
+    fine-tuning runner: its student is published into the run and drawn like any subject."""
+    from tests.selfdistill.conftest import FAST as SELFDISTILL_FAST
+
+    cfg = tiny_config(
+        *SELFDISTILL_FAST,
+        'evaluation.methods=["jedi", "selfdistill"]',
+        "evaluation.selection.subjects=[dog]",
+        "evaluation.selection.prompts=1",
+        "evaluation.selection.samples=1",
+        "evaluation.compute.cpus_per_actor=0.5",
+    )
+    result = run_evaluation(cfg, tmp_path / "run", train_subjects)
+    (outcome,) = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert (outcome["method"], outcome["subject_id"], outcome["status"]) == ("selfdistill", "dog-selfdistill", "done")
+    assert outcome["seconds"] > 0
+    card = json.loads((tmp_path / "run" / "subjects" / "dog-selfdistill" / "card.json").read_text())
+    assert card["method"] == "selfdistill"
+    frame = pd.read_parquet(tmp_path / "run" / "scores.parquet")
+    assert sorted(frame["method"]) == ["jedi", "selfdistill"] and result.scored_now == 2
+    assert frame.loc[frame["method"] == "selfdistill", "prompt"].str.contains("sks").all()
+    assert result.summary["costs"]["selfdistill"]["finetune_s"] > 0
