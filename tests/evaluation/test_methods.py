@@ -98,3 +98,24 @@ def test_self_distillation_is_fine_tuned_and_drawn_in_the_run(zoo_home, ray_loca
     assert sorted(frame["method"]) == ["jedi", "selfdistill"] and result.scored_now == 2
     assert frame.loc[frame["method"] == "selfdistill", "prompt"].str.contains("sks").all()
     assert result.summary["costs"]["selfdistill"]["finetune_s"] > 0
+
+
+@pytest.mark.slow
+def test_a_method_that_fails_is_recorded_and_the_others_are_scored(zoo_home, ray_local, tmp_path):
+    """Textual inversion cannot start (its initializer word encodes to no token): its fine-tuning is
+    recorded as failed with the reason, nothing is drawn for it, and DreamBooth and JeDi are scored."""
+    cfg = tiny_config(
+        *RUN,
+        "finetune.ti.token.initializer=' '",
+        "evaluation.selection.subjects=[dog]",
+        "evaluation.selection.prompts=1",
+    )
+    result = run_evaluation(cfg, tmp_path / "run", train_subjects)
+    outcomes = {o["method"]: o for o in json.loads((tmp_path / "run" / "finetune.json").read_text())}
+    assert outcomes["dreambooth"]["status"] == "done"
+    assert outcomes["ti"]["status"] == "failed" and "encodes to no token" in outcomes["ti"]["error"]
+    frame = pd.read_parquet(tmp_path / "run" / "scores.parquet")
+    assert sorted(frame["method"]) == ["dreambooth", "jedi"] and result.scored_now == 2
+    assert [(o["method"], o["status"]) for o in result.summary["finetuning"] if o["status"] != "done"] == [
+        ("ti", "failed")
+    ]
