@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.jedi.guidance import DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE_SCALE, DEFAULT_JOINT_TARGETS
+
 SEED_MODULUS = 2**53
 """Image seeds wrap below 2^53, like request seeds (``serving.schemas.MAX_SEED``)."""
 
@@ -64,9 +66,9 @@ class PersonalizeJob(GenerationJob):
 
     references: list[np.ndarray] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
-    guidance: str = "paper"
-    image_guidance_scale: float = 1.0
-    joint_targets: bool = False
+    guidance: str = DEFAULT_GUIDANCE
+    image_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE_SCALE
+    joint_targets: bool = DEFAULT_JOINT_TARGETS
 
     def batch_key(self) -> tuple:
         # JeDiPipeline takes one reference set per request, so jobs about different subjects share a
